@@ -1,0 +1,1 @@
+"""living-review: keep a published literature review's citing-paper list alive."""

@@ -1,0 +1,271 @@
+"""The one HTTP layer every source client uses: throttle, retry, size cap, request log.
+
+Retry follows habanero's ``retry.py`` shape, built on tenacity: a named set of
+retryable statuses, capped exponential backoff, ``Retry-After`` honoured in seconds
+or as an HTTP date (with a cap), and a ``sleep`` seam that tests replace.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from include.living_review import settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# 429 and 503 are the providers' documented "slow down" answers; 502/504 come from
+# their gateways (Semantic Scholar's CloudFront, EBI's load balancer). 500 is in the
+# set too: NCBI and Europe PMC answer transient 500s under load, and a persistent
+# 500 still fails after ``max_tries`` with the status in the message.
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+SECRET_PARAMS = frozenset({"api_key", "apikey", "key", "token", "email", "mailto", "x-api-key"})
+
+
+class SourceError(RuntimeError):
+    """A request to a source failed for good. The message is safe to log: no secrets."""
+
+    def __init__(self, source: str, url: str, message: str, *, status: int | None = None):
+        self.source = source
+        self.url = url
+        self.status = status
+        super().__init__(f"{source}: {message} ({url})")
+
+
+class RetryableError(SourceError):
+    """A failure worth another try: throttling, a 5xx, a network error, a truncated body."""
+
+    def __init__(self, source: str, url: str, message: str, *, status: int | None = None,
+                 retry_after: float | None = None):
+        super().__init__(source, url, message, status=status)
+        self.retry_after = retry_after
+
+
+class BodyError(SourceError):
+    """HTTP 200 whose body is an error (E-utilities ``<ERROR>``, Europe PMC ``errCode``)."""
+
+
+def parse_retry_after(value: str | None, *, now: Callable[[], dt.datetime] | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    current = now() if now else dt.datetime.now(dt.timezone.utc)
+    return max(0.0, (when - current).total_seconds())
+
+
+def redact_url(url: str, params: Mapping[str, Any] | None = None) -> str:
+    """The URL with secret query parameters replaced by ``***``."""
+    if not params:
+        return url
+    shown = {k: ("***" if k.lower() in SECRET_PARAMS else v) for k, v in params.items()}
+    return f"{url}?{urlencode(shown, doseq=True)}"
+
+
+class Throttle:
+    """At most ``rate`` calls per second, shared by every thread using one client.
+
+    Hand-written because requests/urllib3 have no client-side rate limit; Airflow
+    pools cap concurrency, not requests per second.
+    """
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self._clock()
+            delay = self._next - now
+            self._next = max(now, self._next) + self.interval
+        if delay > 0:
+            self._sleep(delay)
+
+
+@dataclass
+class RetryPolicy:
+    max_tries: int = settings.HTTP_MAX_TRIES
+    backoff_base: float = settings.HTTP_BACKOFF_BASE
+    backoff_cap: float = settings.HTTP_BACKOFF_CAP
+    retry_after_cap: float = settings.HTTP_RETRY_AFTER_CAP
+
+    def wait_seconds(self, attempt: int, error: BaseException | None) -> float:
+        """Retry-After when the server gave one (capped), else capped exponential backoff with jitter."""
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_cap)
+        backoff = min(self.backoff_cap, self.backoff_base * (2 ** (attempt - 1)))
+        return backoff * (0.5 + random.random() / 2)
+
+
+@dataclass
+class RequestRecord:
+    method: str
+    url: str  # redacted
+    status: int | None
+    seconds: float
+
+
+@dataclass
+class RequestLog:
+    """What a client asked, for the manifest's audit trail."""
+
+    records: list[RequestRecord] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.records)
+
+    def status_counts(self) -> dict[str, int]:
+        return dict(Counter(str(r.status) if r.status is not None else "error" for r in self.records))
+
+    def summary(self) -> dict[str, Any]:
+        return {"requests": self.count, "status_counts": self.status_counts(),
+                "urls": sorted({r.url for r in self.records})[:50]}
+
+
+class HttpClient:
+    """A throttled, retrying HTTP client bound to one source's base URL."""
+
+    def __init__(self, source: str, base_url: str, *, rate: float,
+                 session: requests.Session | None = None,
+                 headers: Mapping[str, str] | None = None,
+                 retry: RetryPolicy | None = None,
+                 timeout: tuple[float, float] = settings.HTTP_TIMEOUT,
+                 max_body_bytes: int = settings.HTTP_MAX_BODY_BYTES,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.source = source
+        self.base_url = base_url.rstrip("/")
+        self.session = session or requests.Session()
+        self.headers = {"User-Agent": settings.USER_AGENT, **(headers or {})}
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.max_body_bytes = max_body_bytes
+        self.sleep = sleep
+        self.throttle = Throttle(rate, sleep=sleep)
+        self.log = RequestLog()
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}" if path else self.base_url
+
+    def request(self, method: str, path: str, parse: Callable[[requests.Response, bytes], T], *,
+                params: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None,
+                headers: Mapping[str, str] | None = None,
+                ok_statuses: frozenset[int] = frozenset({200})) -> T:
+        """Send, check and parse one request, retrying what is retryable.
+
+        ``parse(response, body)`` turns the body into a value; it raises
+        :class:`RetryableError` for truncated bodies and :class:`SourceError` for
+        anything that will not get better by asking again.
+        """
+        url = self.url(path)
+        shown = redact_url(url, params)
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning("%s: try %d of %d failed (%s); retrying in %.1fs", self.source,
+                        state.attempt_number, self.retry.max_tries, error, state.upcoming_sleep)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retry.max_tries),
+            wait=lambda state: self.retry.wait_seconds(
+                state.attempt_number, state.outcome.exception() if state.outcome else None),
+            retry=retry_if_exception(lambda e: isinstance(e, RetryableError)),
+            sleep=self.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(self._once, method, url, shown, parse, params, data, headers, ok_statuses)
+
+    def get(self, path: str, parse: Callable[[requests.Response, bytes], T], **kwargs: Any) -> T:
+        return self.request("GET", path, parse, **kwargs)
+
+    def post(self, path: str, parse: Callable[[requests.Response, bytes], T], **kwargs: Any) -> T:
+        return self.request("POST", path, parse, **kwargs)
+
+    def _once(self, method: str, url: str, shown: str, parse: Callable[[requests.Response, bytes], T],
+              params: Mapping[str, Any] | None, data: Mapping[str, Any] | None,
+              headers: Mapping[str, str] | None, ok_statuses: frozenset[int]) -> T:
+        self.throttle.wait()
+        started = time.monotonic()
+        status: int | None = None
+        try:
+            with self.session.request(method, url, params=params, data=data, stream=True,
+                                      headers={**self.headers, **(headers or {})},
+                                      timeout=self.timeout) as response:
+                status = response.status_code
+                if status in RETRYABLE_STATUSES:
+                    raise RetryableError(self.source, shown, f"HTTP {status}", status=status,
+                                         retry_after=parse_retry_after(response.headers.get("Retry-After")))
+                if status not in ok_statuses:
+                    snippet = response.raw.read(300, decode_content=True).decode("utf-8", "replace").strip()
+                    raise SourceError(self.source, shown, f"HTTP {status}: {snippet[:200]!r}", status=status)
+                body = self._read_capped(response, shown)
+            return parse(response, body)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            raise RetryableError(self.source, shown, f"network error: {type(exc).__name__}: {_short(exc)}") from exc
+        finally:
+            self.log.records.append(RequestRecord(method, shown, status, time.monotonic() - started))
+
+    def _read_capped(self, response: requests.Response, shown: str) -> bytes:
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise SourceError(self.source, shown, f"response of {int(declared):,} bytes exceeds the "
+                              f"{self.max_body_bytes:,}-byte cap; lower the page size")
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=1 << 16):
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise SourceError(self.source, shown, f"response exceeds the {self.max_body_bytes:,}-byte "
+                                  "cap; lower the page size")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if declared and declared.isdigit() and len(body) < int(declared):
+            raise RetryableError(self.source, shown, f"truncated body: {len(body)} of {declared} bytes")
+        return body
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "…"
+
+
+def parse_json(source: str) -> Callable[[requests.Response, bytes], Any]:
+    """A ``parse`` for JSON APIs: a truncated or non-JSON body is a retryable error."""
+    import json
+
+    def parse(response: requests.Response, body: bytes) -> Any:
+        content_type = response.headers.get("Content-Type", "")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            kind = "an HTML page" if body.lstrip()[:1] == b"<" else f"invalid JSON ({exc.msg} at byte {exc.pos})" \
+                if isinstance(exc, json.JSONDecodeError) else "invalid JSON"
+            raise RetryableError(source, redact_url(response.url.split("?")[0]),
+                                 f"expected JSON but got {kind} (Content-Type {content_type!r})") from exc
+    return parse

@@ -1,0 +1,116 @@
+"""The typed record every source maps into, and the Parquet data contracts.
+
+``CITING_WORKS_SCHEMA`` is *the* contract analysts rely on; ``docs/data-dictionary.md``
+documents it column by column and ``tests/test_models.py`` keeps the two in step.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import pyarrow as pa
+
+
+@dataclass
+class Work:
+    """One citing paper as one source (or the merge) sees it."""
+
+    title: str | None
+    doi: str | None = None
+    pmid: str | None = None
+    pmcid: str | None = None
+    openalex_id: str | None = None
+    s2_paper_id: str | None = None
+    omid: str | None = None
+    title_is_translated: bool = False
+    authors: list[str] = field(default_factory=list)
+    journal: str | None = None
+    journal_abbrev: str | None = None
+    publication_year: int | None = None
+    publication_date: dt.date | None = None
+    volume: str | None = None
+    issue: str | None = None
+    pages: str | None = None
+    publication_types: list[str] = field(default_factory=list)
+    language: str | None = None
+    is_retracted: bool = False
+    sources: list[str] = field(default_factory=list)
+    source_ids: dict[str, str] = field(default_factory=dict)
+    # The record exactly as the source sent it (JSON text), kept for quarantine.
+    raw: str | None = None
+
+    @property
+    def has_metadata(self) -> bool:
+        """True when the record is good enough to publish without enrichment."""
+        return bool(self.title) and self.publication_year is not None and bool(self.journal)
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+WORK_FIELDS = tuple(f.name for f in fields(Work))
+
+CITING_WORKS_SCHEMA = pa.schema([
+    pa.field("work_id", pa.string(), nullable=False),
+    pa.field("doi", pa.string()),
+    pa.field("pmid", pa.string()),
+    pa.field("pmcid", pa.string()),
+    pa.field("openalex_id", pa.string()),
+    pa.field("s2_paper_id", pa.string()),
+    pa.field("title", pa.string(), nullable=False),
+    pa.field("title_is_translated", pa.bool_()),
+    pa.field("authors", pa.list_(pa.string())),
+    pa.field("journal", pa.string()),
+    pa.field("journal_abbrev", pa.string()),
+    pa.field("publication_year", pa.int32()),
+    pa.field("publication_date", pa.date32()),
+    pa.field("volume", pa.string()),
+    pa.field("issue", pa.string()),
+    pa.field("pages", pa.string()),
+    pa.field("publication_types", pa.list_(pa.string())),
+    pa.field("language", pa.string()),
+    pa.field("is_retracted", pa.bool_()),
+    pa.field("sources", pa.list_(pa.string())),
+    pa.field("source_ids", pa.map_(pa.string(), pa.string())),
+    pa.field("first_seen", pa.timestamp("us", tz="UTC")),
+    pa.field("last_reported", pa.timestamp("us", tz="UTC")),
+], metadata={"contract": "living-review citing_works v2"})
+
+QUARANTINE_SCHEMA = pa.schema([
+    pa.field("work_id", pa.string()),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("title", pa.string()),
+    pa.field("failed_expectations", pa.list_(pa.string()), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("raw_payload", pa.string()),
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("quarantined_at", pa.timestamp("us", tz="UTC"), nullable=False),
+])
+
+# Per-source staged records: every Work field, nothing derived yet. Title may be
+# null here (OpenCitations lists ids only); the merge and validation decide.
+STAGED_SCHEMA = pa.schema(
+    [pa.field(f.name, f.type) for f in CITING_WORKS_SCHEMA
+     if f.name not in ("work_id", "first_seen", "last_reported")]
+    + [pa.field("omid", pa.string()), pa.field("raw", pa.string())]
+)
+
+
+def works_to_table(works: list[Work]) -> pa.Table:
+    """Staged Works as an Arrow table with :data:`STAGED_SCHEMA`."""
+    columns = {name: [getattr(w, name) for w in works] for name in STAGED_SCHEMA.names}
+    columns["source_ids"] = [list(w.source_ids.items()) for w in works]
+    return pa.table(columns, schema=STAGED_SCHEMA)
+
+
+def table_to_works(table: pa.Table) -> list[Work]:
+    """Inverse of :func:`works_to_table`."""
+    works = []
+    for row in table.to_pylist():
+        row["source_ids"] = dict(row["source_ids"] or [])
+        row["authors"] = row["authors"] or []
+        row["publication_types"] = row["publication_types"] or []
+        row["sources"] = row["sources"] or []
+        works.append(Work(**{k: row[k] for k in WORK_FIELDS if k in row}))
+    return works

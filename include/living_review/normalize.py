@@ -1,0 +1,135 @@
+"""Text and date normalizers shared by the source mappers. Pure, total functions."""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+import unicodedata
+
+_TAG = re.compile(r"<[^>]{0,500}>")
+_MATHML = re.compile(r"<(mml:)?math\b.*?</(mml:)?math>", re.DOTALL | re.IGNORECASE)
+_SPACE = re.compile(r"\s+")
+# C0/C1 control characters other than whitespace, plus the Unicode bidi overrides
+# that can reorder how a title is displayed in a digest.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+MONTHS = {m: i for i, m in enumerate(
+    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], start=1)}
+SEASONS = {"spring": 3, "summer": 6, "fall": 9, "autumn": 9, "winter": 12}
+
+
+def clean_text(value: object) -> str | None:
+    """Collapse whitespace, drop control characters, NFC-normalize. None for empty."""
+    if value is None:
+        return None
+    text = unicodedata.normalize("NFC", str(value))
+    text = _CONTROL.sub("", text)
+    text = _SPACE.sub(" ", text).strip()
+    return text or None
+
+
+def clean_title(value: object) -> tuple[str | None, bool]:
+    """A display title and whether it is a translation (PubMed wraps those in ``[...]``).
+
+    Inline markup (``<i>``, ``<sup>``, MathML) is removed, entities are decoded,
+    whitespace collapsed; the trailing period is kept as the source gives it.
+    """
+    if value is None:
+        return None, False
+    text = str(value)
+    text = _MATHML.sub(lambda m: " " + _TAG.sub(" ", m.group(0)) + " ", text)
+    text = _TAG.sub("", text)
+    text = html.unescape(text)
+    cleaned = clean_text(text)
+    if cleaned is None:
+        return None, False
+    translated = False
+    if cleaned.startswith("[") and (cleaned.endswith("].") or cleaned.endswith("]")):
+        translated = True
+        cleaned = cleaned[1:].rstrip(".").rstrip("]") + ("." if cleaned.endswith("].") else "")
+        cleaned = clean_text(cleaned) or cleaned
+    return cleaned, translated
+
+
+def author_name(family: str | None, initials: str | None = None, given: str | None = None) -> str | None:
+    """``Family Initials`` (``Xu R``) from parts; initials derived from given names if absent."""
+    family = clean_text(family)
+    if not family:
+        return None
+    if not initials and given:
+        parts = re.split(r"[\s\-.]+", clean_text(given) or "")
+        initials = "".join(p[0].upper() for p in parts if p)
+    initials = clean_text(initials)
+    return f"{family} {initials}" if initials else family
+
+
+def author_from_display(name: str | None) -> str | None:
+    """``Ruth M. Xu`` → ``Xu RM``; for sources that only give a display name."""
+    name = clean_text(name)
+    if not name:
+        return None
+    if "," in name:
+        family, _, given = name.partition(",")
+        return author_name(family, given=given)
+    parts = name.split(" ")
+    if len(parts) == 1:
+        return name
+    return author_name(parts[-1], given=" ".join(parts[:-1]))
+
+
+def month_number(value: str | None) -> int | None:
+    if not value:
+        return None
+    text = str(value).strip().lower()
+    if text.isdigit():
+        number = int(text)
+        return number if 1 <= number <= 12 else None
+    return MONTHS.get(text[:3]) or SEASONS.get(text)
+
+
+def make_date(year: object, month: object = None, day: object = None) -> dt.date | None:
+    """The most precise valid date from parts; missing month/day default to 1."""
+    try:
+        y = int(str(year).strip()[:4])
+    except (TypeError, ValueError):
+        return None
+    m = month_number(str(month)) if month is not None else None
+    try:
+        d = int(str(day).strip()) if day is not None and str(day).strip().isdigit() else None
+    except ValueError:
+        d = None
+    try:
+        return dt.date(y, m or 1, d or 1)
+    except ValueError:
+        try:
+            return dt.date(y, m or 1, 1)
+        except ValueError:
+            return None
+
+
+def parse_iso_date(value: object) -> dt.date | None:
+    """``2024-05-01``, ``2024-05`` or ``2024`` → date (partial dates default to the 1st)."""
+    if value is None:
+        return None
+    parts = str(value).strip()[:10].split("-")
+    if not parts or not parts[0].isdigit():
+        return None
+    return make_date(parts[0], parts[1] if len(parts) > 1 else None, parts[2] if len(parts) > 2 else None)
+
+
+def medline_date(value: str | None) -> tuple[int | None, dt.date | None]:
+    """Year and a date from a free-text MedlineDate such as ``1998 Dec-1999 Jan``."""
+    if not value:
+        return None, None
+    match = re.match(r"\s*(\d{4})(?:\s+([A-Za-z]+))?", value)
+    if not match:
+        return None, None
+    year = int(match.group(1))
+    return year, make_date(year, match.group(2))
+
+
+def year_of(value: object) -> int | None:
+    try:
+        year = int(str(value).strip()[:4])
+    except (TypeError, ValueError):
+        return None
+    return year if 1000 <= year <= 9999 else None

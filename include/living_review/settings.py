@@ -1,0 +1,84 @@
+"""Tunables with their defaults, in one place.
+
+Secrets never live here: they come from Airflow connections (see ``connections.py``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "reviews.yaml"
+CONFIG_ENV = "LIVING_REVIEW_CONFIG"
+DATA_DIR_ENV = "LIVING_REVIEW_DATA_DIR"
+
+TOOL_NAME = "living-review"
+TOOL_VERSION = "0.1.0"
+USER_AGENT = f"{TOOL_NAME}/{TOOL_VERSION} (+https://github.com/living-review/living-review)"
+
+# Connection id -> public default base URL, used when the connection is absent.
+SOURCE_CONNECTIONS: dict[str, str] = {
+    "pubmed": "ncbi_eutils",
+    "europepmc": "europe_pmc",
+    "openalex": "openalex",
+    "crossref": "crossref",
+    "opencitations": "opencitations",
+    "semanticscholar": "semantic_scholar",
+}
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "ncbi_eutils": "https://eutils.ncbi.nlm.nih.gov/entrez/eutils",
+    "europe_pmc": "https://www.ebi.ac.uk/europepmc/webservices/rest",
+    "openalex": "https://api.openalex.org",
+    "crossref": "https://api.crossref.org",
+    "opencitations": "https://api.opencitations.net",
+    "semantic_scholar": "https://api.semanticscholar.org",
+}
+SMTP_CONN_ID = "smtp_default"
+SLACK_CONN_ID = "slack_digest"
+
+# Requests per second each provider allows (anonymous, with key). The pools in
+# ``pools.json`` are sized from the same figures.
+RATE_LIMITS: dict[str, tuple[float, float]] = {
+    "pubmed": (3.0, 10.0),
+    "europepmc": (10.0, 10.0),
+    "openalex": (10.0, 10.0),
+    "crossref": (5.0, 10.0),  # public pool 5/s; polite pool (mailto) 10/s
+    "opencitations": (3.0, 3.0),
+    "semanticscholar": (1.0, 1.0),
+}
+
+HTTP_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds
+HTTP_MAX_TRIES = 5
+HTTP_BACKOFF_BASE = 1.0
+HTTP_BACKOFF_CAP = 30.0
+HTTP_RETRY_AFTER_CAP = 120.0
+# A response body larger than this is refused instead of being parsed; the
+# largest legitimate page (1000 Europe PMC core records) is ~15 MB.
+HTTP_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+EFETCH_BATCH_SIZE = 200
+EUROPEPMC_PAGE_SIZE = 1000
+OPENALEX_PER_PAGE = 100
+SEMANTIC_SCHOLAR_PAGE_SIZE = 1000
+MAX_RECORDS_PER_SOURCE = 200_000
+
+# Data quality: more than this share of rows failing a blocking expectation is
+# systemic (an upstream format change, not a bad record) and blocks publishing.
+SYSTEMIC_FAILURE_SHARE = 0.5
+# A source whose citing count drops by more than this share since last run fails.
+SOURCE_DROP_SHARE = 0.5
+# The merged snapshot may not shrink by more than this share.
+ROW_DROP_SHARE = 0.2
+
+BASELINE_DIGEST_ITEMS = 20
+SLACK_MAX_ITEMS = 10
+FUZZY_TITLE_THRESHOLD = 93.0
+
+
+def data_dir() -> str:
+    """The data directory: ``$LIVING_REVIEW_DATA_DIR`` or ``./data``."""
+    return os.environ.get(DATA_DIR_ENV) or str(Path.cwd() / "data")
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)

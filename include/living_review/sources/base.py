@@ -1,0 +1,52 @@
+"""What every source client returns, and what it is told about the previous run."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from include.living_review.models import Work
+
+# Re-exported: the one drift error every source raises (declared with the rules).
+from data_quality.raw_contracts import RawContractError, check_raw_contract  # noqa: E402,F401
+
+
+class SourceSkipped(RuntimeError):
+    """The source cannot run with this configuration (e.g. a required key is missing)."""
+
+
+@dataclass(frozen=True)
+class KnownWorks:
+    """Ids of works the previous snapshot already has metadata for."""
+
+    dois: frozenset[str] = frozenset()
+    pmids: frozenset[str] = frozenset()
+    pmcids: frozenset[str] = frozenset()
+
+    def has(self, work: Work) -> bool:
+        return bool((work.doi and work.doi in self.dois) or (work.pmid and work.pmid in self.pmids)
+                    or (work.pmcid and work.pmcid in self.pmcids))
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[dict[str, Any]]) -> KnownWorks:
+        dois, pmids, pmcids = set(), set(), set()
+        for row in rows:
+            if row.get("doi"):
+                dois.add(row["doi"])
+            if row.get("pmid"):
+                pmids.add(row["pmid"])
+            if row.get("pmcid"):
+                pmcids.add(row["pmcid"])
+        return cls(frozenset(dois), frozenset(pmids), frozenset(pmcids))
+
+
+@dataclass
+class SourceResult:
+    """One source's answer for one review and one run."""
+
+    source: str
+    works: list[Work]
+    listed: int  # citing ids the source listed (before any dedup)
+    metadata_requests: int = 0  # requests spent on metadata beyond the listing
+    markers: dict[str, Any] = field(default_factory=dict)  # release markers, resolved ids
+    query: dict[str, Any] = field(default_factory=dict)  # what was asked, without secrets

@@ -1,0 +1,242 @@
+"""PubMed through NCBI E-utilities: ``elink`` for the cited-by list, ``efetch`` for metadata.
+
+API docs: https://www.ncbi.nlm.nih.gov/books/NBK25499/
+XML is parsed with Biopython's ``Bio.Entrez`` parser, with every DTD coming from the
+copies Biopython bundles: a run never downloads one (see :func:`entrez_read`).
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+from Bio import Entrez
+from Bio.Entrez import Parser as EntrezParser
+
+from include.living_review import settings
+from include.living_review.config import ReviewConfig
+from include.living_review.http import BodyError, HttpClient, RetryableError, SourceError
+from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_pmid
+from include.living_review.models import Work
+from include.living_review.normalize import clean_text, clean_title, make_date, medline_date, year_of
+from include.living_review.sources.base import KnownWorks, SourceResult, check_raw_contract
+
+log = logging.getLogger(__name__)
+SOURCE = "pubmed"
+CITEDIN = "pubmed_pubmed_citedin"
+
+_DTD_DIR = Path(Entrez.__file__).with_name("DTDs")
+_DOCTYPE = re.compile(rb"<!DOCTYPE\s+(\w+)\s+PUBLIC\s+\"[^\"]*\"\s+\"([^\"]+)\"\s*>")
+# Entity declarations have no business in E-utilities output; refusing them outright
+# closes XXE (file or URL reads) and billion-laughs expansion before expat sees them.
+_ENTITY_DECL = re.compile(rb"<!ENTITY", re.IGNORECASE)
+_BUNDLED_PUBMED = sorted(p.name for p in _DTD_DIR.glob("pubmed_*.dtd"))
+# Bio.Entrez caches downloaded DTDs here; point it at a private, empty folder so a
+# stray download attempt could never be served from (or write to) a shared cache.
+Entrez.local_cache = tempfile.mkdtemp(prefix="living-review-entrez-")
+
+
+def _offline_doctype(body: bytes, url: str) -> bytes:
+    """Point a DOCTYPE at a DTD Biopython bundles, so parsing never hits the network.
+
+    NCBI bumps the PubMed DTD yearly (``pubmed_260101.dtd``…) before Biopython ships
+    it; the yearly DTDs only add optional elements, so the newest bundled one parses
+    newer files correctly.
+    """
+    match = _DOCTYPE.search(body[:2048])
+    if not match:
+        return body
+    name = match.group(2).rsplit(b"/", 1)[-1].decode("ascii", "replace")
+    if (_DTD_DIR / name).exists():
+        return body
+    if name.startswith("pubmed_") and _BUNDLED_PUBMED:
+        newest = _BUNDLED_PUBMED[-1]
+        log.info("pubmed: DTD %s is not bundled with Biopython; parsing with %s", name, newest)
+        return body.replace(match.group(2), match.group(2).replace(name.encode(), newest.encode()), 1)
+    raise SourceError(SOURCE, url, f"response uses DTD {name}, which Biopython does not bundle; "
+                      "upgrade biopython")
+
+
+def entrez_read(body: bytes, url: str) -> Any:
+    """Parse an E-utilities XML body with Bio.Entrez, safely and offline."""
+    head = body.lstrip()[:200].lower()
+    if not head.startswith(b"<?xml") and not head.startswith(b"<!doctype") and not head.startswith(b"<e"):
+        kind = "an HTML page" if b"<html" in head or b"<!doctype html" in head else "a non-XML body"
+        raise RetryableError(SOURCE, url, f"expected E-utilities XML but got {kind}")
+    if _ENTITY_DECL.search(body[:65536]):
+        raise SourceError(SOURCE, url, "response declares XML entities (possible XXE or entity "
+                          "expansion attack); refused")
+    body = _offline_doctype(body, url)
+    try:
+        record = Entrez.read(io.BytesIO(body))
+    except RuntimeError as exc:  # Bio.Entrez raises RuntimeError for <ERROR> elements
+        raise BodyError(SOURCE, url, f"E-utilities error in HTTP 200 body: {exc}") from exc
+    except (EntrezParser.CorruptedXMLError, EntrezParser.NotXMLError) as exc:
+        raise RetryableError(SOURCE, url, f"truncated or malformed XML: {exc}") from exc
+    except Exception as exc:  # expat errors surface as xml.parsers.expat.ExpatError
+        if type(exc).__name__ == "ExpatError":
+            raise RetryableError(SOURCE, url, f"truncated or malformed XML: {exc}") from exc
+        raise
+    if isinstance(record, dict):
+        errors = record.get("ERROR") or record.get("ErrorList")
+        if errors:
+            raise BodyError(SOURCE, url, f"E-utilities error in HTTP 200 body: {errors}")
+    return record
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def from_pubmed(article: dict[str, Any]) -> Work:
+    """Map one parsed ``PubmedArticle`` onto a :class:`Work`.
+
+    The work's own ids come only from ``PubmedData/ArticleIdList`` and
+    ``MedlineCitation/PMID``: ``ReferenceList`` and ``CommentsCorrections`` carry
+    other papers' ids (the review's included).
+    """
+    citation = article["MedlineCitation"]
+    art = citation["Article"]
+    ids = {str(a.attributes.get("IdType")): str(a) for a in article["PubmedData"]["ArticleIdList"]}
+    doi = normalize_doi(ids.get("doi"))
+    if doi is None:
+        for loc in art.get("ELocationID", []):
+            if getattr(loc, "attributes", {}).get("EIdType") == "doi":
+                doi = normalize_doi(str(loc))
+    title, translated = clean_title(art.get("ArticleTitle") or citation.get("VernacularTitle"))
+
+    authors = []
+    for author in art.get("AuthorList", []):
+        if author.get("CollectiveName"):
+            authors.append(clean_text(author["CollectiveName"]))
+        elif author.get("LastName"):
+            initials = author.get("Initials")
+            authors.append(f"{clean_text(author['LastName'])} {initials}".strip() if initials
+                           else clean_text(author["LastName"]))
+    journal = art.get("Journal", {})
+    issue = journal.get("JournalIssue", {})
+    pub_date = issue.get("PubDate", {})
+    if pub_date.get("Year"):
+        year = year_of(pub_date["Year"])
+        date = make_date(pub_date["Year"], pub_date.get("Month") or pub_date.get("Season"), pub_date.get("Day"))
+    else:
+        year, date = medline_date(pub_date.get("MedlineDate"))
+    for article_date in art.get("ArticleDate", []):
+        if article_date.attributes.get("DateType") == "Electronic":
+            epub = make_date(article_date.get("Year"), article_date.get("Month"), article_date.get("Day"))
+            if epub and (date is None or epub < date):
+                date = epub
+    pages = clean_text((art.get("Pagination") or {}).get("MedlinePgn"))
+    if not pages:
+        for loc in art.get("ELocationID", []):
+            if getattr(loc, "attributes", {}).get("EIdType") != "doi":
+                pages = clean_text(loc)
+                break
+    pub_types = [str(t) for t in art.get("PublicationTypeList", [])]
+    corrections = citation.get("CommentsCorrectionsList", [])
+    retracted = "Retracted Publication" in pub_types or any(
+        getattr(c, "attributes", {}).get("RefType") == "RetractionIn" for c in corrections)
+    pmid = normalize_pmid(str(citation["PMID"]))
+    return Work(
+        title=title,
+        title_is_translated=translated,
+        doi=doi,
+        pmid=pmid,
+        pmcid=normalize_pmcid(ids.get("pmc")),
+        authors=[a for a in authors if a],
+        journal=clean_text(journal.get("Title")),
+        journal_abbrev=clean_text(journal.get("ISOAbbreviation")
+                                  or (citation.get("MedlineJournalInfo") or {}).get("MedlineTA")),
+        publication_year=year,
+        publication_date=date,
+        volume=clean_text(issue.get("Volume")),
+        issue=clean_text(issue.get("Issue")),
+        pages=pages,
+        publication_types=pub_types,
+        language=clean_text(_first(art.get("Language"))),
+        is_retracted=retracted,
+        sources=[SOURCE],
+        source_ids={SOURCE: pmid} if pmid else {},
+        raw=json.dumps(article, default=str, ensure_ascii=False),
+    )
+
+
+class PubMedClient:
+    """NCBI E-utilities client: one ``elink`` for the cited-by ids, batched ``efetch``."""
+
+    def __init__(self, base_url: str = settings.DEFAULT_BASE_URLS["ncbi_eutils"], *,
+                 email: str | None = None, api_key: str | None = None,
+                 session: requests.Session | None = None, batch_size: int = settings.EFETCH_BATCH_SIZE,
+                 **http_kwargs: Any):
+        low, high = settings.RATE_LIMITS[SOURCE]
+        self.http = HttpClient(SOURCE, base_url, rate=high if api_key else low, session=session, **http_kwargs)
+        self.batch_size = batch_size
+        self.identity = {"tool": settings.TOOL_NAME}
+        if email:
+            self.identity["email"] = email
+        if api_key:
+            self.identity["api_key"] = api_key
+
+    def cited_by(self, pmid: str) -> list[str]:
+        """PMIDs of PubMed articles citing ``pmid`` (PMC-deposited citers only; NCBI's limit)."""
+        params = {"dbfrom": "pubmed", "db": "pubmed", "id": pmid, "linkname": CITEDIN,
+                  "retmode": "xml", **self.identity}
+
+        def parse(response: requests.Response, body: bytes) -> list[str]:
+            record = entrez_read(body, self.http.url("elink.fcgi"))
+            ids: list[str] = []
+            for linkset in record:
+                if linkset.get("ERROR"):
+                    raise BodyError(SOURCE, self.http.url("elink.fcgi"), f"elink error: {linkset['ERROR']}")
+                for db in linkset.get("LinkSetDb", []):
+                    if db.get("LinkName") == CITEDIN:
+                        ids.extend(str(link["Id"]) for link in db.get("Link", []))
+            return list(dict.fromkeys(ids))
+
+        return self.http.get("elink.fcgi", parse, params=params)
+
+    def fetch_pages(self, pmids: list[str], *, max_records: int = settings.MAX_RECORDS_PER_SOURCE
+                    ) -> Iterator[list[dict[str, Any]]]:
+        """Parsed ``PubmedArticle`` records, one batch per POSTed ``efetch``."""
+        pmids = pmids[:max_records]
+        for start in range(0, len(pmids), self.batch_size):
+            batch = pmids[start:start + self.batch_size]
+            data = {"db": "pubmed", "id": ",".join(batch), "retmode": "xml", **self.identity}
+
+            def parse(response: requests.Response, body: bytes) -> list[dict[str, Any]]:
+                record = entrez_read(body, self.http.url("efetch.fcgi"))
+                check_raw_contract(SOURCE, {"PubmedArticle": list(record.get("PubmedArticle", []))})
+                return list(record.get("PubmedArticle", []))
+
+            page = self.http.post("efetch.fcgi", parse, data=data)
+            log.info("pubmed: efetch %d-%d of %d: %d records", start + 1, start + len(batch), len(pmids), len(page))
+            yield page
+
+    def fetch_citing(self, review: ReviewConfig, known: KnownWorks, *,
+                     max_records: int = settings.MAX_RECORDS_PER_SOURCE,
+                     cached: dict[str, Any] | None = None) -> SourceResult:
+        """Citing works of ``review``; metadata is fetched only for PMIDs not already known."""
+        if not review.pmid:
+            raise SourceError(SOURCE, self.http.url("elink.fcgi"), "the review has no pmid configured")
+        citing = self.cited_by(review.pmid)
+        log.info("pubmed: elink lists %d citing PMIDs for %s", len(citing), review.pmid)
+        new = [p for p in citing if p not in known.pmids]
+        works: list[Work] = [Work(title=None, pmid=p, sources=[SOURCE], source_ids={SOURCE: p})
+                             for p in citing if p in known.pmids]
+        before = self.http.log.count
+        for page in self.fetch_pages(new, max_records=max_records):
+            works.extend(from_pubmed(article) for article in page)
+        return SourceResult(
+            source=SOURCE, works=works, listed=len(citing),
+            metadata_requests=self.http.log.count - before,
+            query={"elink": {"dbfrom": "pubmed", "db": "pubmed", "id": review.pmid, "linkname": CITEDIN},
+                   "efetch": {"db": "pubmed", "ids": len(new), "batch_size": self.batch_size}},
+        )
