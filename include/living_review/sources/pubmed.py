@@ -129,10 +129,14 @@ def from_pubmed(article: dict[str, Any]) -> Work:
         date = make_date(pub_date["Year"], pub_date.get("Month") or pub_date.get("Season"), pub_date.get("Day"))
     else:
         year, date = medline_date(pub_date.get("MedlineDate"))
+    has_day = bool(pub_date.get("Day"))
     for article_date in art.get("ArticleDate", []):
         if article_date.attributes.get("DateType") == "Electronic":
             epub = make_date(article_date.get("Year"), article_date.get("Month"), article_date.get("Day"))
-            if epub and (date is None or epub < date):
+            # The e-pub date wins when it is earlier, or when it only adds the day
+            # to a month-precision print date.
+            same_month = date is not None and epub is not None and (epub.year, epub.month) == (date.year, date.month)
+            if epub and (date is None or epub < date or (same_month and not has_day)):
                 date = epub
     pages = clean_text((art.get("Pagination") or {}).get("MedlinePgn"))
     if not pages:
