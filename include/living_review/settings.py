@@ -82,3 +82,8 @@ def data_dir() -> str:
 
 def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def pool_for(source: str) -> str:
+    """The Airflow pool that throttles ``source`` (defined in ``include/pools.json``)."""
+    return f"living_review_{source}"
