@@ -87,3 +87,9 @@ def config_path() -> Path:
 def pool_for(source: str) -> str:
     """The Airflow pool that throttles ``source`` (defined in ``include/pools.json``)."""
     return f"living_review_{source}"
+
+
+# Airflow task retries on top of the HTTP layer's own retries. The delay is an env
+# tunable so the test suite can retry in seconds instead of minutes.
+TASK_RETRIES = int(os.environ.get("LIVING_REVIEW_TASK_RETRIES", "2"))
+TASK_RETRY_DELAY_SECONDS = float(os.environ.get("LIVING_REVIEW_RETRY_DELAY_SECONDS", "300"))

@@ -1,0 +1,61 @@
+# living-review: `make run` (the main job), `make test` (the whole suite), `make demo` (offline).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+
+export PYTHONPATH := $(CURDIR)
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export GX_ANALYTICS_ENABLED := False
+
+.PHONY: run demo test bench audit quarantine report check-config airflow-db clean help
+
+help:
+	@echo "make run          run every configured review once for today (live APIs)"
+	@echo "make test         the whole test suite (offline)"
+	@echo "make demo         the same DAGs offline against bundled local stand-ins"
+	@echo "make bench        performance benchmarks (prints a table, writes bench/results.json)"
+	@echo "make quarantine   list what is in quarantine and why"
+	@echo "make check-config validate include/reviews.yaml"
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing requirements into $(VENV) (first run takes ~1-2 minutes)..."
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt 2> >(grep -v "is ignored: it is neither" >&2)
+	@touch $@
+
+venv: $(VENV)/.installed
+
+$(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed
+	@mkdir -p $(AIRFLOW_HOME)
+	@$(PY) -m airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/migrate.log; exit 1)
+	@$(PY) -m airflow pools import include/pools.json >> $(AIRFLOW_HOME)/migrate.log 2>&1
+
+airflow-db: $(AIRFLOW_HOME)/airflow.db
+
+check-config: $(VENV)/.installed
+	@$(PY) -m include.living_review.cli check-config
+
+run: airflow-db
+	@$(PY) -m include.living_review.cli run
+
+demo: airflow-db
+	@$(PY) -m tests.fakes.demo
+
+test: $(VENV)/.installed
+	@$(PY) -m pytest
+
+bench: airflow-db
+	@$(PY) -m bench.run_all
+
+quarantine: $(VENV)/.installed
+	@$(PY) -m include.living_review.cli quarantine
+
+audit: $(VENV)/.installed
+	@$(PY) -m pip install --quiet pip-audit && $(VENV)/bin/pip-audit -r requirements.txt
+
+clean:
+	rm -rf .airflow demo-output

@@ -1,0 +1,1 @@
+"""Airflow glue shared by the DAG files (ignored by the DAG processor via .airflowignore)."""

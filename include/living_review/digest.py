@@ -1,0 +1,492 @@
+"""The digest of new citing papers: content, email/Slack rendering and the local outbox.
+
+:func:`build_digest` turns a run's new works into a :class:`Digest` (subject, plain
+text, HTML, Slack Block Kit payload and an idempotency key); :func:`build_email`
+wraps it in a MIME message and :func:`write_outbox` stores it on disk when no SMTP
+or Slack connection is configured. Sending (and sending only once) is
+:mod:`include.living_review.delivery`'s job.
+
+Every string that comes from the data is untrusted (titles are scraped from six
+APIs). The rules:
+
+* Control characters, lone surrogates and bidi overrides/isolates are removed; RTL
+  scripts, emoji and combining marks are kept as they are.
+* HTML goes through Jinja2 with autoescaping, and the only links are the ``http(s)``
+  URLs this module builds from validated ids (or caller links that pass
+  :func:`safe_url`).
+* Slack ``mrkdwn`` has no escape character: ``&``, ``<`` and ``>`` become entities
+  (so ``<!channel>``, ``<@U123>`` and ``<http://evil|click>`` stay literal text), and
+  each emphasis character (``*``, ``_``, ``~`` and the backtick) is fenced by ZERO WIDTH SPACEs (U+200B), which
+  Slack does not treat as a word boundary, so ``*bold*`` shows literally and copying
+  the title still yields the original characters.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import jinja2
+
+from include.living_review import settings
+from include.living_review.config import ReviewConfig
+from include.living_review.delivery import atomic_write
+from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_pmid
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_DIR = Path(__file__).with_name("templates")
+DEFAULT_SENDER = "living-review@localhost"
+DIGEST_HEADER = "X-Living-Review-Digest"
+
+SOURCE_LABELS: dict[str, str] = {
+    "pubmed": "PubMed",
+    "europepmc": "Europe PMC",
+    "openalex": "OpenAlex",
+    "opencitations": "OpenCitations",
+    "semanticscholar": "Semantic Scholar",
+    "crossref": "Crossref",
+}
+# Badge label per normalised publication type (PubMed names and the other sources' spellings).
+_BADGES: dict[str, str] = {
+    "review": "Review",
+    "systematic review": "Systematic Review",
+    "meta analysis": "Meta-Analysis",
+    "randomized controlled trial": "RCT",
+    "preprint": "Preprint",
+    "posted content": "Preprint",
+}
+BADGE_ORDER = ("Systematic Review", "Meta-Analysis", "Review", "RCT", "Preprint")
+RETRACTED = "Retracted"
+
+TITLE_LIMIT = 500
+SLACK_TITLE_LIMIT = 300
+SLACK_HEADER_LIMIT = 150  # Block Kit header text maximum
+SLACK_SECTION_LIMIT = 3000  # Block Kit section text maximum
+SLACK_MAX_WARNINGS = 10
+
+# C0/C1 controls except tab/newline/CR (whitespace is collapsed separately), lone
+# surrogates (they cannot be encoded), and bidi overrides/isolates, which can make a
+# title display as different text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+_SPACE = re.compile(r"\s+")
+_ZWSP = "\u200b"
+_MRKDWN_EMPHASIS = re.compile(r"[*_~`]")
+_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f\"'<>\\^`{|}]")
+
+
+@dataclass(frozen=True)
+class DigestItem:
+    """One paper as the templates show it; every string is already cleaned (not escaped)."""
+
+    work_id: str
+    title: str
+    url: str | None
+    authors: str
+    venue: str
+    year: int | None
+    publication_date: dt.date | None
+    badges: tuple[str, ...]
+    found_by: tuple[str, ...]
+
+    @property
+    def retracted(self) -> bool:
+        return RETRACTED in self.badges
+
+    @property
+    def citation(self) -> str:
+        """``Journal Abbrev 2025`` (or whichever parts exist)."""
+        return " ".join(part for part in (self.venue, str(self.year) if self.year else "") if part)
+
+
+@dataclass(frozen=True)
+class Link:
+    label: str
+    target: str
+    url: str | None  # the target when it is a safe http(s) URL, else None (shown as text)
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A rendered digest, ready for :func:`build_email`, Slack or :func:`write_outbox`."""
+
+    review_id: str
+    review_title: str
+    snapshot_date: dt.date
+    baseline: bool
+    subject: str
+    text: str
+    html: str
+    slack_payload: dict[str, Any]
+    item_count: int  # new works in this digest (all of them, not only those shown)
+    shown_count: int
+    idempotency_key: str
+    is_empty: bool
+    work_ids: tuple[str, ...] = ()
+    recipients: tuple[str, ...] = field(default=())
+
+    @property
+    def key12(self) -> str:
+        return self.idempotency_key[:12]
+
+
+# -- text helpers ---------------------------------------------------------------
+def clean(value: object, limit: int | None = None) -> str:
+    """Display text: controls stripped, whitespace collapsed, optionally cut with an ellipsis."""
+    if value is None:
+        return ""
+    text = _SPACE.sub(" ", _CONTROL.sub("", str(value))).strip()
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def slack_escape(text: str) -> str:
+    """Escape Slack's control characters; see the module docstring for the emphasis fence."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MRKDWN_EMPHASIS.sub(lambda m: f"{_ZWSP}{m.group(0)}{_ZWSP}", text)
+
+
+def _slack_url(url: str) -> str:
+    # safe_url already percent-encoded | < >; & is the one entity Slack wants in URLs.
+    return url.replace("&", "&amp;")
+
+
+def safe_url(value: object) -> str | None:
+    """``value`` as an absolute http(s) URL with unsafe characters percent-encoded, else None."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    if _CONTROL.search(text) or re.search(r"\s", text):
+        return None
+    return _URL_UNSAFE.sub(lambda m: quote(m.group(0), safe=""), text)
+
+
+def work_url(doi: object, pmid: object, pmcid: object) -> str | None:
+    """doi.org for a DOI, else PubMed for a PMID, else PMC for a PMCID."""
+    if (norm := normalize_doi(doi if isinstance(doi, str) else None)) is not None:
+        return "https://doi.org/" + quote(norm, safe="/:;()._-")
+    if (norm := normalize_pmid(pmid if isinstance(pmid, (str, int)) else None)) is not None:
+        return f"https://pubmed.ncbi.nlm.nih.gov/{norm}/"
+    if (norm := normalize_pmcid(pmcid if isinstance(pmcid, (str, int)) else None)) is not None:
+        return f"https://pmc.ncbi.nlm.nih.gov/articles/{norm}/"
+    return None
+
+
+def format_authors(authors: object, shown: int = 3) -> str:
+    """``A, B, C, et al.`` from a list of names (the first ``shown`` only)."""
+    names = [clean(a, 120) for a in (authors or []) if clean(a)] if isinstance(authors, (list, tuple)) else []
+    if len(names) > shown:
+        return ", ".join(names[:shown]) + ", et al."
+    return ", ".join(names)
+
+
+def badges_for(publication_types: object, is_retracted: object) -> tuple[str, ...]:
+    """Badge labels, in a fixed order; ``Retracted`` first whenever it applies."""
+    found: set[str] = set()
+    retracted = bool(is_retracted)
+    types = publication_types if isinstance(publication_types, (list, tuple)) else []
+    for raw in types:
+        key = re.sub(r"[\s_-]+", " ", clean(raw).lower())
+        if key == "retracted publication":
+            retracted = True
+        elif key in _BADGES:
+            found.add(_BADGES[key])
+    ordered = tuple(label for label in BADGE_ORDER if label in found)
+    return ((RETRACTED,) if retracted else ()) + ordered
+
+
+def source_label(source: str) -> str:
+    return SOURCE_LABELS.get(source, clean(source, 40))
+
+
+def _sources_in_order(sources: Sequence[str]) -> list[str]:
+    known = [s for s in SOURCE_LABELS if s in sources]
+    return known + sorted(s for s in sources if s not in SOURCE_LABELS)
+
+
+def _as_date(value: object) -> dt.date | None:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            return None
+    return None
+
+
+def week_of(snapshot_date: dt.date) -> dt.date:
+    """The Monday of ``snapshot_date``'s ISO week."""
+    return snapshot_date - dt.timedelta(days=snapshot_date.weekday())
+
+
+def idempotency_key(review_id: str, snapshot_date: dt.date, work_ids: Sequence[str]) -> str:
+    """sha256 over the review, the snapshot date and the *set* of work ids (order-free)."""
+    body = json.dumps({"review": review_id, "snapshot_date": snapshot_date.isoformat(),
+                       "works": sorted(set(work_ids))}, separators=(",", ":"))
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def _plural(count: int, singular: str, plural: str) -> str:
+    return f"{count} {singular if count == 1 else plural}"
+
+
+# -- building -------------------------------------------------------------------
+def to_item(row: Mapping[str, Any]) -> DigestItem:
+    """A snapshot row (``CITING_WORKS_SCHEMA`` columns) as a :class:`DigestItem`."""
+    pub_date = _as_date(row.get("publication_date"))
+    year = row.get("publication_year")
+    if not isinstance(year, int) or isinstance(year, bool):
+        year = pub_date.year if pub_date else None
+    sources = row.get("sources") if isinstance(row.get("sources"), (list, tuple)) else []
+    return DigestItem(
+        work_id=str(row.get("work_id") or ""),
+        title=clean(row.get("title"), TITLE_LIMIT) or "(untitled)",
+        url=work_url(row.get("doi"), row.get("pmid"), row.get("pmcid")),
+        authors=format_authors(row.get("authors")),
+        venue=clean(row.get("journal_abbrev") or row.get("journal"), 200),
+        year=year,
+        publication_date=pub_date,
+        badges=badges_for(row.get("publication_types"), row.get("is_retracted")),
+        found_by=tuple(source_label(s) for s in _sources_in_order([str(s) for s in sources if s])),
+    )
+
+
+def _newest_first(items: list[DigestItem]) -> list[DigestItem]:
+    def key(item: DigestItem) -> tuple[int, int, str]:
+        when = item.publication_date or (dt.date(item.year, 1, 1) if item.year and 0 < item.year < 10000 else None)
+        return (-(when.toordinal() if when else 0), 0 if when else 1, item.work_id)
+    return sorted(items, key=key)
+
+
+def coverage_line(coverage: Mapping[str, int | None], union: int | None) -> str:
+    """``PubMed 212 · Europe PMC 260 · OpenAlex 301 · union 334``."""
+    parts = [f"{source_label(s)} {coverage[s] if coverage[s] is not None else 'n/a'}"
+             for s in _sources_in_order(list(coverage))]
+    if union is not None:
+        parts.append(f"union {union}")
+    return " · ".join(parts)
+
+
+def _links(links: Mapping[str, object] | Sequence[tuple[str, object]] | None) -> list[Link]:
+    pairs = links.items() if isinstance(links, Mapping) else (links or [])
+    out = []
+    for label, target in pairs:
+        if target is None or target == "":
+            continue
+        out.append(Link(clean(label, 80), clean(target, 500), safe_url(str(target))))
+    return out
+
+
+def review_url(review: ReviewConfig) -> str | None:
+    return work_url(review.doi, review.pmid, review.pmcid)
+
+
+def build_digest(review: ReviewConfig, snapshot_date: dt.date | str, new_works: Sequence[Mapping[str, Any]], *,
+                 total_works: int, coverage: Mapping[str, int | None] | None = None, union: int | None = None,
+                 warnings: Sequence[str] = (),
+                 links: Mapping[str, object] | Sequence[tuple[str, object]] | None = None,
+                 baseline: bool = False) -> Digest:
+    """Render the digest of ``new_works`` (all works on a ``baseline`` run) for one review and date."""
+    if isinstance(snapshot_date, str):
+        snapshot_date = dt.date.fromisoformat(snapshot_date)
+    items = _newest_first([to_item(row) for row in new_works])
+    work_ids = tuple(sorted({item.work_id for item in items if item.work_id}))
+    key = idempotency_key(review.id, snapshot_date, work_ids)
+    count = len(items)
+    shown = items[: settings.BASELINE_DIGEST_ITEMS] if baseline else items
+    union = total_works if union is None else union
+    title = clean(review.title, 200)
+    week = week_of(snapshot_date).isoformat()
+
+    if baseline:
+        subject = (f"{title}: now tracking {_plural(total_works, 'citing paper', 'citing papers')} "
+                   f"(baseline, week of {week})")
+        intro = (f"This is the first run for this review: {_plural(total_works, 'work cites', 'works cite')} it. "
+                 + (f"The {len(shown)} most recent are listed below; the full list is in the snapshot."
+                    if count > len(shown) else "They are listed below."))
+    elif count:
+        subject = f"{title}: {_plural(count, 'new citing paper', 'new citing papers')} (week of {week})"
+        intro = (f"{_plural(count, 'new paper cites', 'new papers cite')} this review since the last run "
+                 f"({_plural(total_works, 'citing work', 'citing works')} in total).")
+    else:
+        subject = f"{title}: no new citing papers (week of {week})"
+        intro = (f"No new papers cite this review since the last run "
+                 f"({_plural(total_works, 'citing work', 'citing works')} in total).")
+
+    context = {
+        "subject": subject,
+        "review_title": title,
+        "review_url": review_url(review),
+        "snapshot_date": snapshot_date.isoformat(),
+        "week": week,
+        "intro": intro,
+        "items": shown,
+        "more": count - len(shown),
+        "coverage": coverage_line(coverage or {}, union),
+        "warnings": [w for w in (clean(w, 1000) for w in warnings) if w],
+        "links": _links(links),
+        "baseline": baseline,
+        "is_empty": count == 0,
+        "tool": f"{settings.TOOL_NAME} {settings.TOOL_VERSION}",
+    }
+    env = _environment()
+    text = env.get_template("digest.txt.j2").render(**context)
+    html = env.get_template("digest.html.j2").render(**context)
+    digest = Digest(
+        review_id=review.id, review_title=title, snapshot_date=snapshot_date, baseline=baseline,
+        subject=subject, text=text, html=html, slack_payload=slack_payload(context, count),
+        item_count=count, shown_count=len(shown), idempotency_key=key, is_empty=count == 0,
+        work_ids=work_ids, recipients=tuple(review.digest.email),
+    )
+    log.info("Digest for %s on %s: %d new, %d shown, key %s", review.id, snapshot_date, count, len(shown), digest.key12)
+    return digest
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+# -- Slack ----------------------------------------------------------------------
+def _slack_item(item: DigestItem) -> str:
+    title = slack_escape(clean(item.title, SLACK_TITLE_LIMIT))
+    lines = [f"*<{_slack_url(item.url)}|{title}>*" if item.url else f"*{title}*"]
+    meta = " · ".join(slack_escape(part) for part in (item.authors, item.citation) if part)
+    if meta:
+        lines.append(meta)
+    tags = [":red_circle: *Retracted*" if b == RETRACTED else f"`{b}`" for b in item.badges]
+    if item.found_by:
+        tags.append("found by " + ", ".join(slack_escape(s) for s in item.found_by))
+    if tags:
+        lines.append("  ".join(tags))
+    return clean_block("\n".join(lines))
+
+
+def clean_block(text: str) -> str:
+    return text if len(text) <= SLACK_SECTION_LIMIT else text[: SLACK_SECTION_LIMIT - 1] + "…"
+
+
+def slack_payload(context: Mapping[str, Any], count: int) -> dict[str, Any]:
+    """A Block Kit message for an incoming webhook (``text`` is the notification fallback)."""
+    items: list[DigestItem] = list(context["items"])[: settings.SLACK_MAX_ITEMS]
+    review = slack_escape(context["review_title"])
+    review_link = f"<{_slack_url(context['review_url'])}|{review}>" if context["review_url"] else review
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "emoji": True,
+                                    "text": _header_text(context["subject"])}},
+        {"type": "section", "text": {"type": "mrkdwn",
+                                     "text": clean_block(f"{slack_escape(context['intro'])}\nReview: {review_link}")}},
+    ]
+    if items:
+        blocks.append({"type": "divider"})
+    blocks += [{"type": "section", "text": {"type": "mrkdwn", "text": _slack_item(item)}} for item in items]
+    more = count - len(items)
+    if more > 0:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
+            f"and {more} more (see the email digest or the snapshot)")}]})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": clean_block(
+        f"Coverage: {slack_escape(context['coverage'])} · snapshot {context['snapshot_date']}")}]})
+    warnings: list[str] = context["warnings"]
+    if warnings:
+        lines = [f"• {slack_escape(w)}" for w in warnings[:SLACK_MAX_WARNINGS]]
+        if len(warnings) > SLACK_MAX_WARNINGS:
+            lines.append(f"• and {len(warnings) - SLACK_MAX_WARNINGS} more")
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": clean_block(":warning: *Warnings*\n" + "\n".join(lines))}})
+    links = [f"<{_slack_url(link.url)}|{slack_escape(link.label)}>" if link.url
+             else f"{slack_escape(link.label)}: {slack_escape(link.target)}" for link in context["links"]]
+    if links:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": clean_block(" · ".join(links))}]})
+    return {"text": slack_escape(context["subject"]), "blocks": blocks}
+
+
+def _entities(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _header_text(subject: str) -> str:
+    """The subject for a plain_text header: entities escaped (Slack decodes them), cut to 150."""
+    limit = SLACK_HEADER_LIMIT
+    text = _entities(subject)
+    while len(text) > SLACK_HEADER_LIMIT:
+        limit -= 5  # cut the raw text, never the middle of an entity
+        text = _entities(clean(subject, limit))
+    return text
+
+
+# -- email and outbox -----------------------------------------------------------
+def message_id(digest: Digest, sender: str = DEFAULT_SENDER) -> str:
+    """A Message-ID derived from the idempotency key, so a duplicate is recognisable."""
+    domain = parseaddr(sender)[1].rpartition("@")[2]
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", domain or ""):
+        domain = "living-review.invalid"
+    return f"<digest-{digest.idempotency_key}@{domain}>"
+
+
+def build_email(digest: Digest, *, sender: str, recipients: Sequence[str],
+                date: dt.datetime | None = None) -> EmailMessage:
+    """multipart/alternative (text, then HTML) with a key-derived Message-ID and ``X-Living-Review-Digest``."""
+    message = EmailMessage()
+    message["Subject"] = digest.subject
+    message["From"] = sender
+    if recipients:
+        message["To"] = ", ".join(recipients)
+    message["Date"] = format_datetime(date or dt.datetime.now(dt.UTC))
+    message["Message-ID"] = message_id(digest, sender)
+    message[DIGEST_HEADER] = digest.idempotency_key
+    # RFC 3834: keeps vacation auto-responders from replying to the digest.
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(digest.text)
+    message.add_alternative(digest.html, subtype="html")
+    return message
+
+
+def outbox_paths(digest: Digest, outbox_dir: str | Path) -> tuple[Path, Path]:
+    stem = f"{digest.snapshot_date.isoformat()}-{digest.key12}"
+    folder = Path(outbox_dir) / digest.review_id
+    return folder / f"{stem}.eml", folder / f"{stem}.json"
+
+
+def write_outbox(digest: Digest, outbox_dir: str | Path, *, sender: str = DEFAULT_SENDER,
+                 recipients: Sequence[str] | None = None) -> list[Path]:
+    """Write ``<outbox>/<review>/<date>-<key12>.eml`` and ``.json`` (the Slack payload) once.
+
+    A file that already exists is left alone: the name carries the key, so it holds
+    this very digest, and a rerun then neither rewrites nor duplicates it.
+    """
+    eml, payload = outbox_paths(digest, outbox_dir)
+    if not eml.exists():
+        to = digest.recipients if recipients is None else recipients
+        atomic_write(eml, build_email(digest, sender=sender, recipients=to).as_bytes())
+        log.info("Wrote digest email to the outbox: %s", eml)
+    if not payload.exists():
+        atomic_write(payload, (json.dumps(digest.slack_payload, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+        log.info("Wrote digest Slack payload to the outbox: %s", payload)
+    return [eml, payload]

@@ -1,0 +1,487 @@
+"""The pipeline's steps as plain functions; each Airflow task is a thin call into one of them.
+
+Steps hand each other files in the run's staging folder (``Layout.staging_dir``),
+never record lists: XCom only carries the small stats dicts these functions return.
+
+    fetch_source (one per source) ─┐
+                                   ├─> merge_sources ─> enrich_metadata ─> validate ─> publish
+    (a failed source is recorded) ─┘
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from include.living_review import settings
+from include.living_review.config import ReviewConfig
+from include.living_review.models import (
+    CITING_WORKS_SCHEMA,
+    QUARANTINE_SCHEMA,
+    Work,
+    table_to_works,
+    works_to_table,
+)
+from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped
+from include.living_review.storage import (
+    Layout,
+    partition_lock,
+    read_json,
+    write_json_atomic,
+    write_parquet_atomic,
+)
+
+log = logging.getLogger(__name__)
+MANIFEST_VERSION = "1.0"
+ID_COLUMNS = ("doi", "pmid", "pmcid", "openalex_id", "s2_paper_id")
+TRACKED_FIELDS = ("doi", "pmid", "pmcid", "title", "journal", "publication_year", "publication_date",
+                  "publication_types", "is_retracted", "authors")
+
+COVERAGE_SCHEMA = pa.schema([
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("reason", pa.string()),
+    pa.field("requests", pa.int64()),
+    pa.field("metadata_requests", pa.int64()),
+    pa.field("listed", pa.int64()),
+    pa.field("works", pa.int64()),
+    pa.field("unique_to_source", pa.int64()),
+    pa.field("new_this_run", pa.int64()),
+    pa.field("seconds", pa.float64()),
+])
+CHANGES_SCHEMA = pa.schema([
+    pa.field("work_id", pa.string(), nullable=False),
+    pa.field("change", pa.string(), nullable=False),
+    pa.field("changed_fields", pa.list_(pa.string())),
+    pa.field("title", pa.string()),
+    pa.field("doi", pa.string()),
+    pa.field("detail", pa.string()),
+])
+
+
+class SourceFailed(RuntimeError):
+    """A source could not be read (or failed its health check); other sources still publish."""
+
+
+class PublishBlocked(RuntimeError):
+    """Data quality is too poor to publish; the last good snapshot stays published."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Who and when: one review, one logical date."""
+
+    review: ReviewConfig
+    layout: Layout
+    run_id: str
+    run_ts: dt.datetime  # the logical date: deterministic, so reruns write identical rows
+
+    @classmethod
+    def create(cls, review: ReviewConfig, data_dir: str | Path, logical_date: dt.datetime, run_id: str) -> RunContext:
+        run_ts = logical_date.astimezone(dt.timezone.utc).replace(microsecond=0)
+        return cls(review, Layout.of(data_dir, review.id, run_ts.date()), run_id, run_ts)
+
+    def staged(self, name: str) -> Path:
+        return self.layout.staging_dir / name
+
+
+# -- reading the previous snapshot -------------------------------------------------
+
+def previous_rows(layout: Layout) -> list[dict[str, Any]]:
+    previous = layout.previous()
+    if previous is None:
+        return []
+    return pq.read_table(previous.snapshot_file).to_pylist()
+
+
+def previous_manifest(layout: Layout) -> dict[str, Any]:
+    previous = layout.previous()
+    return read_json(previous.manifest_file, {}) if previous else {}
+
+
+# -- fetch -------------------------------------------------------------------------
+
+def _stats_path(ctx: RunContext, source: str) -> Path:
+    return ctx.staged(f"source={source}.json")
+
+
+def fetch_source(ctx: RunContext, source: str, client: Any) -> dict[str, Any]:
+    """Ask one source for the review's citing works and stage them. Raises :class:`SourceFailed`."""
+    prev_rows = previous_rows(ctx.layout)
+    known = KnownWorks.from_rows(r for r in prev_rows if r.get("title"))
+    prev_source = previous_manifest(ctx.layout).get("sources", {}).get(source, {})
+    cached = prev_source.get("markers", {})
+    stats: dict[str, Any] = {"source": source, "status": "ok", "reason": None, "listed": 0, "works": 0,
+                             "metadata_requests": 0, "markers": {}, "query": {}}
+    started = time.monotonic()
+    staged = ctx.staged(f"source={source}.parquet")
+    staged.unlink(missing_ok=True)  # a failed rerun must not merge last attempt's records
+    try:
+        result: SourceResult = client.fetch_citing(ctx.review, known, cached=cached)
+    except SourceSkipped as exc:
+        stats.update(status="skipped", reason=str(exc))
+        log.warning("%s: skipped: %s", source, exc)
+        return _finish_stats(ctx, client, stats, started)
+    except Exception as exc:
+        stats.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+        _finish_stats(ctx, client, stats, started)
+        raise SourceFailed(f"{source} failed for review {ctx.review.id!r}: {exc}") from exc
+
+    stats.update(listed=result.listed, works=len(result.works), metadata_requests=result.metadata_requests,
+                 markers=result.markers, query=result.query)
+    write_parquet_atomic(works_to_table(result.works), staged)
+    problem = health_problem(source, result.listed, prev_source)
+    if problem:
+        stats.update(status="failed", reason=problem)
+        _finish_stats(ctx, client, stats, started)
+        staged.unlink(missing_ok=True)
+        raise SourceFailed(f"{source} failed its health check for review {ctx.review.id!r}: {problem}. "
+                           "Its previous works stay in the snapshot; check the source's status page "
+                           "and rerun this task when it recovers")
+    log.info("%s: listed %d citing works, staged %d records with %d metadata requests",
+             source, result.listed, len(result.works), result.metadata_requests)
+    return _finish_stats(ctx, client, stats, started)
+
+
+def health_problem(source: str, listed: int, previous: dict[str, Any],
+                   max_drop: float = settings.SOURCE_DROP_SHARE) -> str | None:
+    """Why a source's answer looks broken compared with its last run, or None."""
+    before = int(previous.get("listed") or 0) if previous.get("status") == "ok" else 0
+    if before and listed == 0:
+        return f"returned 0 citing works after {before} last run"
+    if before and listed < before * (1 - max_drop):
+        return f"returned {listed} citing works, down {1 - listed / before:.0%} from {before} last run " \
+               f"(limit {max_drop:.0%})"
+    return None
+
+
+def _finish_stats(ctx: RunContext, client: Any, stats: dict[str, Any], started: float) -> dict[str, Any]:
+    http = getattr(client, "http", None)
+    stats["seconds"] = round(time.monotonic() - started, 3)
+    stats["requests"] = http.log.count if http else 0
+    stats["http"] = http.log.summary() if http else {}
+    write_json_atomic(stats, _stats_path(ctx, stats["source"]))
+    return stats
+
+
+# -- merge -------------------------------------------------------------------------
+
+def _source_stats(ctx: RunContext) -> dict[str, dict[str, Any]]:
+    stats = {}
+    for source in ctx.review.sources:
+        if source == "crossref":
+            continue
+        found = read_json(_stats_path(ctx, source))
+        stats[source] = found or {"source": source, "status": "failed",
+                                  "reason": "the fetch task did not finish (see its log)"}
+    return stats
+
+
+def merge_sources(ctx: RunContext) -> dict[str, Any]:
+    """Merge every staged source with the previous snapshot into one row per paper."""
+    from include.living_review.merge import merge_works
+
+    stats = _source_stats(ctx)
+    ok = [s for s, st in stats.items() if st["status"] == "ok"]
+    if not ok and any(st["status"] == "failed" for st in stats.values()):
+        raise PublishBlocked(f"every source failed for review {ctx.review.id!r}: "
+                             + "; ".join(f"{s}: {st['reason']}" for s, st in stats.items())
+                             + ". Nothing was published; the last good snapshot stays")
+    records: list[Work] = []
+    for source in ok:
+        path = ctx.staged(f"source={source}.parquet")
+        if path.exists():
+            records.extend(table_to_works(pq.read_table(path)))
+    prev = previous_rows(ctx.layout)
+    result = merge_works(records, prev)
+    rows = _as_rows(result.works)
+    prev_by_id = {r["work_id"]: r for r in prev}
+    for row in rows:
+        old = prev_by_id.get(row["work_id"])
+        row["first_seen"] = old["first_seen"] if old and old.get("first_seen") else ctx.run_ts
+        if row.get("reported_this_run", True):
+            row["last_reported"] = ctx.run_ts
+        else:
+            row["last_reported"] = old.get("last_reported") if old else None
+    _attach_raw(rows, records)
+    table = _merged_table(rows)
+    write_parquet_atomic(table, ctx.staged("merged.parquet"))
+    new = sum(1 for r in rows if r["first_seen"] == ctx.run_ts)
+    summary = {"records_in": len(records), "works_out": len(rows), "new": new,
+               "merge_stats": _jsonable(getattr(result, "stats", {}))}
+    write_json_atomic(summary, ctx.staged("merge.json"))
+    log.info("merge: %d records from %s -> %d works (%d new, %d carried from the previous snapshot)",
+             len(records), ", ".join(ok) or "no source", len(rows), new, len(prev))
+    return summary
+
+
+def _as_rows(works: Iterable[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for work in works:
+        row = dict(work) if isinstance(work, dict) else dict(vars(work))
+        if isinstance(row.get("source_ids"), list):
+            row["source_ids"] = dict(row["source_ids"])
+        rows.append(row)
+    return rows
+
+
+def _id_keys(row: dict[str, Any] | Work) -> list[str]:
+    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k, None)
+    return [f"{c}:{get(c)}" for c in (*ID_COLUMNS, "omid") if get(c)]
+
+
+def _attach_raw(rows: list[dict[str, Any]], records: list[Work]) -> None:
+    """Keep each work's raw source payloads (for quarantine) keyed by source."""
+    by_key = {key: row for row in rows for key in _id_keys(row)}
+    for row in rows:
+        row["raw"] = {}
+    for record in records:
+        row = next((by_key[k] for k in _id_keys(record) if k in by_key), None)
+        if row is not None and record.raw:
+            row["raw"][record.sources[0] if record.sources else "unknown"] = record.raw
+    for row in rows:
+        row["raw"] = json.dumps(row["raw"], ensure_ascii=False) if row["raw"] else None
+
+
+MERGED_SCHEMA = CITING_WORKS_SCHEMA.append(pa.field("raw", pa.string()))
+# Staged between merge and validate: a title may still be missing (quarantined later).
+MERGED_SCHEMA = MERGED_SCHEMA.set(MERGED_SCHEMA.get_field_index("title"), pa.field("title", pa.string()))
+
+
+def _merged_table(rows: list[dict[str, Any]]) -> pa.Table:
+    columns = {}
+    for name in MERGED_SCHEMA.names:
+        values = [r.get(name) for r in rows]
+        if name == "source_ids":
+            values = [list((v or {}).items()) if isinstance(v, dict) else (v or []) for v in values]
+        elif name in ("authors", "publication_types", "sources"):
+            values = [list(v or []) for v in values]
+        elif name in ("is_retracted", "title_is_translated"):
+            values = [bool(v) for v in values]
+        columns[name] = values
+    return pa.table(columns, schema=MERGED_SCHEMA)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+# -- enrich ------------------------------------------------------------------------
+
+def enrich_metadata(ctx: RunContext, client: Any | None) -> dict[str, Any]:
+    """Fill missing metadata of *new* works that have a DOI, from Crossref."""
+    path = ctx.staged("merged.parquet")
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    wanted = [r for r in rows if r["doi"] and r["first_seen"] == ctx.run_ts
+              and (not r["title"] or not r["journal"] or r["publication_year"] is None)]
+    stats: dict[str, Any] = {"source": "crossref", "status": "ok", "reason": None, "candidates": len(wanted),
+                             "enriched": 0, "requests": 0}
+    if client is None or not wanted:
+        stats["status"] = "skipped" if client is None else "ok"
+        stats["reason"] = "crossref is not configured for this review" if client is None else None
+        write_json_atomic(stats, ctx.staged("enrich.json"))
+        return stats
+    started = time.monotonic()
+    works, info = client.enrich([r["doi"] for r in wanted])
+    by_doi = {w.doi: w for w in works if w.doi}
+    for row in wanted:
+        found = by_doi.get(row["doi"])
+        if not found:
+            continue
+        for name in ("title", "title_is_translated", "journal", "journal_abbrev", "publication_year",
+                     "publication_date", "volume", "issue", "pages", "language"):
+            if not row.get(name) and getattr(found, name):
+                row[name] = getattr(found, name)
+        if not row.get("authors") and found.authors:
+            row["authors"] = found.authors
+        if not row.get("publication_types") and found.publication_types:
+            row["publication_types"] = found.publication_types
+        row["is_retracted"] = bool(row["is_retracted"] or found.is_retracted)
+        row["source_ids"] = {**dict(row["source_ids"] or []), "crossref": found.doi}
+        stats["enriched"] += 1
+    write_parquet_atomic(_merged_table(rows), path)
+    http = getattr(client, "http", None)
+    stats.update(requests=http.log.count if http else 0, seconds=round(time.monotonic() - started, 3),
+                 http=http.log.summary() if http else {}, detail=_jsonable(info))
+    write_json_atomic(stats, ctx.staged("enrich.json"))
+    log.info("crossref: enriched %d of %d new works lacking metadata (%d requests)",
+             stats["enriched"], len(wanted), stats["requests"])
+    return stats
+
+
+# -- validate ----------------------------------------------------------------------
+
+def validate(ctx: RunContext) -> dict[str, Any]:
+    """Run the GX record suite; stage passing rows and quarantine the rest with their reasons."""
+    from data_quality.validate import systemic_failure, validate_works
+
+    table = pq.read_table(ctx.staged("merged.parquet"))
+    frame = table.drop_columns(["raw"]).to_pandas()
+    report = validate_works(frame, run_date=ctx.layout.snapshot_date, data_docs_dir=ctx.layout.docs_dir)
+    summary = report.summary()
+    summary["data_docs"] = str(report.data_docs_index) if report.data_docs_index else None
+    problem = systemic_failure(report, max_share=settings.SYSTEMIC_FAILURE_SHARE)
+    if problem:
+        summary["status"] = "blocked"
+        summary["reason"] = problem
+        write_json_atomic(summary, ctx.staged("validation.json"))
+        raise PublishBlocked(f"review {ctx.review.id!r}: {problem}. The last good snapshot stays published")
+
+    rejected = sorted(report.blocking_failures)
+    keep = [i for i in range(table.num_rows) if i not in report.blocking_failures]
+    passed = table.take(pa.array(keep, pa.int64())).drop_columns(["raw"]).cast(CITING_WORKS_SCHEMA)
+    write_parquet_atomic(passed, ctx.staged("validated.parquet"))
+    rows = table.take(pa.array(rejected, pa.int64())).to_pylist() if rejected else []
+    now = dt.datetime.now(dt.timezone.utc)
+    quarantine = pa.table({
+        "work_id": [r["work_id"] for r in rows],
+        "source": [",".join(r["sources"] or []) or "unknown" for r in rows],
+        "title": [r["title"] for r in rows],
+        "failed_expectations": [report.blocking_failures[i] for i in rejected],
+        "reason": ["failed blocking expectations: " + ", ".join(report.blocking_failures[i]) for i in rejected],
+        "raw_payload": [r["raw"] for r in rows],
+        "run_id": [ctx.run_id] * len(rows),
+        "quarantined_at": [now] * len(rows),
+    }, schema=QUARANTINE_SCHEMA)
+    write_parquet_atomic(quarantine, ctx.staged("rejected.parquet"))
+    warned = {table.column("work_id")[i].as_py(): names for i, names in report.warnings.items()}
+    summary.update(status="ok", quarantined=len(rejected), published=passed.num_rows,
+                   warning_rows=len(warned), warning_examples=dict(list(warned.items())[:20]))
+    write_json_atomic(summary, ctx.staged("validation.json"))
+    log.info("validate: %d rows, %d quarantined, %d with warnings (%.1fs in GX)",
+             table.num_rows, len(rejected), len(warned), report.seconds)
+    return {"rows": table.num_rows, "quarantined": len(rejected), "warning_rows": len(warned)}
+
+
+# -- publish -----------------------------------------------------------------------
+
+def compute_changes(previous: list[dict[str, Any]], current: list[dict[str, Any]],
+                    run_ts: dt.datetime) -> list[dict[str, Any]]:
+    """One row per added, updated or no-longer-reported work, compared with the previous snapshot."""
+    before = {r["work_id"]: r for r in previous}
+    prev_run = max((r["last_reported"] for r in previous if r.get("last_reported")), default=None)
+    changes = []
+    for row in current:
+        old = before.get(row["work_id"])
+        if old is None:
+            changes.append({"work_id": row["work_id"], "change": "added", "changed_fields": [],
+                            "title": row["title"], "doi": row["doi"], "detail": None})
+            continue
+        changed = [f for f in TRACKED_FIELDS if _norm(old.get(f)) != _norm(row.get(f))]
+        if changed:
+            detail = {f: [_show(old.get(f)), _show(row.get(f))] for f in changed}
+            changes.append({"work_id": row["work_id"], "change": "updated", "changed_fields": changed,
+                            "title": row["title"], "doi": row["doi"], "detail": json.dumps(detail, default=str)})
+        was_reported = prev_run is not None and old.get("last_reported") == prev_run
+        if was_reported and row.get("last_reported") != run_ts:
+            changes.append({"work_id": row["work_id"], "change": "no_longer_reported", "changed_fields": [],
+                            "title": row["title"], "doi": row["doi"],
+                            "detail": json.dumps({"last_reported": str(row.get("last_reported"))})})
+    return changes
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _show(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _coverage_rows(ctx: RunContext, rows: list[dict[str, Any]], stats: dict[str, dict[str, Any]],
+                   enrich: dict[str, Any] | None) -> list[dict[str, Any]]:
+    reported = [r for r in rows if r.get("last_reported") == ctx.run_ts]
+    coverage = []
+    for source, st in stats.items():
+        mine = [r for r in reported if source in (r["sources"] or [])]
+        coverage.append({
+            "source": source, "status": st["status"], "reason": st.get("reason"),
+            "requests": st.get("requests", 0), "metadata_requests": st.get("metadata_requests", 0),
+            "listed": st.get("listed", 0), "works": len(mine),
+            "unique_to_source": sum(1 for r in mine if list(r["sources"]) == [source]),
+            "new_this_run": sum(1 for r in mine if r["first_seen"] == ctx.run_ts),
+            "seconds": st.get("seconds"),
+        })
+    if enrich is not None and "crossref" in ctx.review.sources:
+        coverage.append({"source": "crossref", "status": enrich["status"], "reason": enrich.get("reason"),
+                         "requests": enrich.get("requests", 0), "metadata_requests": enrich.get("requests", 0),
+                         "listed": 0, "works": enrich.get("enriched", 0), "unique_to_source": 0,
+                         "new_this_run": 0, "seconds": enrich.get("seconds")})
+    return coverage
+
+
+def publish(ctx: RunContext) -> dict[str, Any]:
+    """Publish snapshot, quarantine, changes, coverage and manifest for this review and date."""
+    with partition_lock(ctx.layout):
+        passed = pq.read_table(ctx.staged("validated.parquet"))
+        rejected = pq.read_table(ctx.staged("rejected.parquet"))
+        prev = previous_rows(ctx.layout)
+        if prev and passed.num_rows < len(prev) * (1 - settings.ROW_DROP_SHARE):
+            raise PublishBlocked(
+                f"review {ctx.review.id!r}: the snapshot would shrink from {len(prev)} to {passed.num_rows} works "
+                f"(more than {settings.ROW_DROP_SHARE:.0%}); refusing to publish. See the quarantine in "
+                f"{ctx.staged('rejected.parquet')} and rerun once fixed")
+        rows = passed.to_pylist()
+        stats = _source_stats(ctx)
+        enrich = read_json(ctx.staged("enrich.json"))
+        validation = read_json(ctx.staged("validation.json"), {})
+        merge = read_json(ctx.staged("merge.json"), {})
+        changes = compute_changes(prev, rows, ctx.run_ts)
+        coverage = _coverage_rows(ctx, rows, stats, enrich)
+
+        layout = ctx.layout
+        write_parquet_atomic(rejected, layout.quarantine_file)
+        write_parquet_atomic(pa.Table.from_pylist(changes, schema=CHANGES_SCHEMA), layout.changes_file)
+        write_parquet_atomic(pa.Table.from_pylist(coverage, schema=COVERAGE_SCHEMA), layout.coverage_file)
+        write_parquet_atomic(passed, layout.snapshot_file)
+
+        new = sum(1 for r in rows if r["first_seen"] == ctx.run_ts)
+        existing = read_json(layout.manifest_file, {})
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "review_id": ctx.review.id,
+            "review": {"title": ctx.review.title, "doi": ctx.review.doi, "pmid": ctx.review.pmid,
+                       "pmcid": ctx.review.pmcid},
+            "run_id": ctx.run_id,
+            "snapshot_date": layout.snapshot_date.isoformat(),
+            "run_timestamp": ctx.run_ts.isoformat(),
+            "published_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "baseline": layout.previous() is None,
+            "previous_snapshot_date": layout.previous().snapshot_date.isoformat() if layout.previous() else None,
+            "partial": any(st["status"] == "failed" for st in stats.values()),
+            "sources": {s: {k: v for k, v in st.items() if k != "source"} for s, st in stats.items()},
+            "enrichment": enrich,
+            "counts": {
+                "identified": {s: st.get("listed", 0) for s, st in stats.items()},
+                "records_in": merge.get("records_in", 0),
+                "after_merge": merge.get("works_out", 0),
+                "quarantined": rejected.num_rows,
+                "published": passed.num_rows,
+                "new": new,
+                "previous": len(prev),
+            },
+            "coverage": {c["source"]: c["works"] for c in coverage if c["source"] != "crossref"}
+            | {"union": sum(1 for r in rows if r.get("last_reported") == ctx.run_ts)},
+            "data_quality": validation,
+            "changes": {kind: sum(1 for c in changes if c["change"] == kind)
+                        for kind in ("added", "updated", "no_longer_reported")},
+            "paths": {"snapshot": str(layout.snapshot_file), "quarantine": str(layout.quarantine_file),
+                      "changes": str(layout.changes_file), "coverage": str(layout.coverage_file),
+                      "data_docs": validation.get("data_docs")},
+            "digest": existing.get("digest", {"status": "pending"}),
+        }
+        write_json_atomic(manifest, layout.manifest_file)
+    log.info("published %s: %d works (%d new), %d quarantined -> %s", ctx.review.id, passed.num_rows, new,
+             rejected.num_rows, layout.snapshot_file)
+    return {"snapshot_date": layout.snapshot_date.isoformat(), "snapshot": str(layout.snapshot_file),
+            "manifest": str(layout.manifest_file), "works": passed.num_rows, "new": new,
+            "quarantined": rejected.num_rows, "partial": manifest["partial"]}
