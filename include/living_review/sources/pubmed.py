@@ -79,6 +79,9 @@ def entrez_read(body: bytes, url: str) -> Any:
         raise BodyError(SOURCE, url, f"E-utilities error in HTTP 200 body: {exc}") from exc
     except (EntrezParser.CorruptedXMLError, EntrezParser.NotXMLError) as exc:
         raise RetryableError(SOURCE, url, f"truncated or malformed XML: {exc}") from exc
+    except ValueError as exc:
+        # Bio.Entrez refuses XML without a DOCTYPE; NCBI's terse error bodies look like that.
+        raise _undeclared_body_error(body, url) from exc
     except Exception as exc:  # expat errors surface as xml.parsers.expat.ExpatError
         if type(exc).__name__ == "ExpatError":
             raise RetryableError(SOURCE, url, f"truncated or malformed XML: {exc}") from exc
@@ -88,6 +91,19 @@ def entrez_read(body: bytes, url: str) -> Any:
         if errors:
             raise BodyError(SOURCE, url, f"E-utilities error in HTTP 200 body: {errors}")
     return record
+
+
+def _undeclared_body_error(body: bytes, url: str) -> SourceError:
+    import xml.etree.ElementTree as ET  # safe here: entity declarations were refused above
+
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        return RetryableError(SOURCE, url, f"truncated or malformed XML: {exc}")
+    errors = [e.text for e in root.iter() if e.tag in ("ERROR", "Error") and e.text]
+    if errors:
+        return BodyError(SOURCE, url, f"E-utilities error in HTTP 200 body: {'; '.join(errors)}")
+    return SourceError(SOURCE, url, f"XML <{root.tag}> without a DOCTYPE; cannot parse it with Bio.Entrez")
 
 
 def _first(value: Any) -> Any:

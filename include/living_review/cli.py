@@ -1,0 +1,139 @@
+"""``python -m include.living_review.cli``: the commands behind ``make run``, ``make quarantine``
+and the compose file's config check. Airflow itself is only ever invoked as a subprocess.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from include.living_review import settings
+from include.living_review.config import ConfigError, load_config
+from include.living_review.storage import Layout, published_dates, read_json
+
+SOURCE_LABELS = {"pubmed": "PubMed", "europepmc": "Europe PMC", "openalex": "OpenAlex",
+                 "opencitations": "OpenCitations", "semanticscholar": "Semantic Scholar", "crossref": "Crossref"}
+
+
+def check_config(_: argparse.Namespace) -> int:
+    try:
+        loaded = load_config()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for issue in loaded.issues:
+        print(issue, file=sys.stderr)
+    print(f"{loaded.path}: {len(loaded.reviews)} review(s) valid, {len(loaded.issues)} problem(s)")
+    return 1 if loaded.issues else 0
+
+
+def summary_lines(review_id: str, snapshot_date: dt.date, data_dir: str | Path) -> list[str]:
+    """A short human summary of one run, read from its published manifest."""
+    layout = Layout.of(data_dir, review_id, snapshot_date)
+    manifest = read_json(layout.manifest_file)
+    if not manifest:
+        dates = published_dates(data_dir, review_id)
+        last = dates[-1].isoformat() if dates else "none"
+        return [f"{review_id}: nothing published for {snapshot_date} (last good snapshot: {last})"]
+    lines = [f"{review_id} ({snapshot_date}):" + (" PARTIAL RUN" if manifest.get("partial") else "")]
+    coverage = manifest.get("coverage", {})
+    for source, stats in manifest.get("sources", {}).items():
+        label = SOURCE_LABELS.get(source, source)
+        if stats.get("status") == "ok":
+            lines.append(f"  {label:<17} found {stats.get('listed', 0):>5}   in snapshot {coverage.get(source, 0):>5}"
+                         f"   requests {stats.get('requests', 0)}")
+        else:
+            lines.append(f"  {label:<17} {stats.get('status', '?').upper()}: {stats.get('reason')}")
+    counts = manifest.get("counts", {})
+    lines.append(f"  union {counts.get('published', 0)} works, {counts.get('new', 0)} new, "
+                 f"{counts.get('quarantined', 0)} quarantined")
+    lines.append(f"  snapshot   {manifest['paths']['snapshot']}")
+    if manifest["paths"].get("data_docs"):
+        lines.append(f"  data docs  {manifest['paths']['data_docs']}")
+    digest = manifest.get("digest", {})
+    lines.append(f"  digest     {digest.get('status', 'pending')}"
+                 + "".join(f"; {k}: {v}" for k, v in sorted(digest.get('channels', {}).items())))
+    return lines
+
+
+def _airflow(*args: str) -> int:
+    return subprocess.call([sys.executable, "-m", "airflow", *args], env=os.environ.copy())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every review's pipeline and digest once with ``airflow dags test``; print a summary."""
+    try:
+        loaded = load_config()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for issue in loaded.issues:
+        print(f"skipping invalid config entry: {issue}", file=sys.stderr)
+    day = dt.date.fromisoformat(args.date) if args.date else dt.datetime.now(dt.timezone.utc).date()
+    failed = bool(loaded.issues)
+    summaries: list[str] = []
+    for review in loaded.reviews:
+        pipeline_rc = _airflow("dags", "test", f"living_review__{review.dag_suffix}", day.isoformat())
+        digest_rc = _airflow("dags", "test", f"living_review_digest__{review.dag_suffix}", day.isoformat())
+        failed |= pipeline_rc != 0 or digest_rc != 0
+        summaries.extend(summary_lines(review.id, day, settings.data_dir()))
+        if pipeline_rc != 0:
+            summaries.append(f"  pipeline run FAILED (exit {pipeline_rc}); see the task errors above")
+    print("\n== living-review summary ==")
+    print("\n".join(summaries))
+    return 1 if failed else 0
+
+
+def quarantine(args: argparse.Namespace) -> int:
+    """List the latest quarantine of each review: what was rejected and why."""
+    import pyarrow.parquet as pq
+
+    root = Path(settings.data_dir()) / "quarantine"
+    if not root.is_dir():
+        print(f"no quarantine under {root}")
+        return 0
+    for review_dir in sorted(root.glob("review_id=*")):
+        partitions = sorted(review_dir.glob("snapshot_date=*/rejected.parquet"))
+        if not partitions:
+            continue
+        latest = partitions[-1]
+        table = pq.read_table(latest)
+        print(f"{review_dir.name.split('=', 1)[1]} ({latest.parent.name.split('=', 1)[1]}): "
+              f"{table.num_rows} record(s) in quarantine")
+        for row in table.to_pylist():
+            print(f"  {row['work_id'] or '(no id)'} [{row['source']}] {row['reason']}")
+            if args.verbose and row["raw_payload"]:
+                print("    raw: " + row["raw_payload"][:300])
+    return 0
+
+
+def summary(args: argparse.Namespace) -> int:
+    day = dt.date.fromisoformat(args.date) if args.date else dt.datetime.now(dt.timezone.utc).date()
+    for review in load_config().reviews:
+        print("\n".join(summary_lines(review.id, day, settings.data_dir())))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="living-review", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check-config", help="validate the reviews config").set_defaults(func=check_config)
+    run_parser = commands.add_parser("run", help="run every review once with `airflow dags test`")
+    run_parser.add_argument("--date", help="logical date (YYYY-MM-DD); default today (UTC)")
+    run_parser.set_defaults(func=run)
+    q = commands.add_parser("quarantine", help="list quarantined records and why")
+    q.add_argument("-v", "--verbose", action="store_true", help="show raw payloads")
+    q.set_defaults(func=quarantine)
+    s = commands.add_parser("summary", help="print the run summary of a date")
+    s.add_argument("--date")
+    s.set_defaults(func=summary)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
