@@ -69,7 +69,7 @@ def test_bad_config_entry_is_an_import_error_and_others_load(tmp_path, monkeypat
     config = tmp_path / "reviews.yaml"
     config.write_text(
         "reviews:\n"
-        "  - {id: good-one, title: Good, pmid: '1', doi: 10.1/x}\n"
+        "  - {id: good-one, title: Good, pmid: '1', doi: 10.1234/x}\n"
         "  - {id: ../../etc, title: Bad, pmid: '2'}\n", encoding="utf-8")
     monkeypatch.setenv("LIVING_REVIEW_CONFIG", str(config))
     bag = DagBag(str(ROOT / "dags"))

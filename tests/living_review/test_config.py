@@ -41,7 +41,7 @@ def test_ids_are_normalized(tmp_path):
     ('  - {id: ok, title: T, pmid: "12x"}', "pmid", "digits"),
     ('  - {id: ok, title: T, pmid: "1", sources: [pubmed, scopus]}', "sources", "choose from"),
     ('  - {id: ok, title: T, pmid: "1", colour: red}', "colour", "example"),
-    ('  - {id: ok, title: T, doi: "10.1/x", sources: [pubmed]}', "(entry)", "example"),
+    ('  - {id: ok, title: T, doi: "10.1234/x", sources: [pubmed]}', "(entry)", "example"),
 ])
 def test_bad_entry_names_file_field_and_fix_while_others_load(tmp_path, entry, field, fix):
     path = write(tmp_path, "reviews:" + GOOD + entry + "\n")
