@@ -18,6 +18,7 @@ from tests.fakes.server import FakeApi, Request, Response
 
 VERSION = "6.9"
 MAX_PAGE_SIZE = 1000
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 _CITES = re.compile(r"^\s*CITES:(?P<id>[A-Za-z0-9]+)_(?P<src>[A-Z]{3})\s*$")
 
 
@@ -79,7 +80,7 @@ def core_record(paper: Paper) -> dict[str, Any]:
             journal_info["volume"] = paper.volume
         journal_info.update({
             "journalIssueId": 4_000_000 + paper.year,
-            "dateOfPublication": f"{paper.year} {['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'][paper.month - 1]}",
+            "dateOfPublication": f"{paper.year} {MONTHS[paper.month - 1]}",
             "monthOfPublication": paper.month,
             "yearOfPublication": paper.year,
             "journal": {"medlineAbbreviation": paper.journal_abbrev, "title": paper.journal,
@@ -98,9 +99,16 @@ def core_record(paper: Paper) -> dict[str, Any]:
             "reference": f"{paper.journal_abbrev}. {paper.year + 1}. Retraction notice.",
             "type": "Retraction in", "orderIn": 1}]}
     in_pmc = "Y" if paper.pmcid else "N"
+    if paper.doi:
+        record["fullTextUrlList"] = {"fullTextUrl": [{
+            "availability": "Subscription required", "availabilityCode": "S", "documentStyle": "doi",
+            "site": "DOI", "url": f"https://doi.org/{paper.doi}"}]}
     record.update({"isOpenAccess": in_pmc, "inEPMC": in_pmc, "inPMC": in_pmc, "citedByCount": 0,
-                   "hasReferences": "Y", "dateOfCreation": date, "firstIndexDate": date,
-                   "electronicPublicationDate": date, "firstPublicationDate": date})
+                   "hasReferences": "Y", "hasTextMinedTerms": "N", "hasDbCrossReferences": "N",
+                   "hasPDF": in_pmc, "hasBook": "N", "hasSuppl": "N", "hasLabsLinks": "N", "hasData": "N",
+                   "authMan": "N", "epmcAuthMan": "N", "nihAuthMan": "N", "hasTMAccessionNumbers": "N",
+                   "dateOfCreation": date, "dateOfRevision": date, "electronicPublicationDate": date,
+                   "firstPublicationDate": date, "firstIndexDate": date, "hasEvaluations": "N"})
     return record
 
 

@@ -23,6 +23,8 @@ from tests.fakes.server import FakeApi, Request, Response
 OPENALEX = "https://openalex.org/"
 MAX_PER_PAGE = 200
 _LANGUAGES = {"eng": "en", "fre": "fr", "ger": "de", "spa": "es", "por": "pt", "chi": "zh", "jpn": "ja"}
+# How the seed review is looked up: /works/doi:… or /works/pmid:… -> its W-id.
+SEED_ALIASES = {f"doi:{REVIEW['doi']}": REVIEW["openalex_id"], f"pmid:{REVIEW['pmid']}": REVIEW["openalex_id"]}
 _WORK_ID = re.compile(r"^(?:https://openalex\.org/)?(W\d+)$", re.IGNORECASE)
 
 
@@ -104,7 +106,15 @@ def work_json(paper: Paper, *, cites: list[str] | None = None) -> dict[str, Any]
         "locations": [location],
         "referenced_works_count": len(cites or []),
         "referenced_works": [OPENALEX + w for w in cites or []],
+        "best_oa_location": location if paper.pmcid else None,
+        "sustainable_development_goals": [], "grants": [], "datasets": [], "versions": [],
+        "institution_assertions": [], "countries_distinct_count": 0, "institutions_distinct_count": 0,
+        "corresponding_author_ids": [], "corresponding_institution_ids": [],
+        "apc_list": None, "apc_paid": None, "fwci": None, "has_fulltext": False, "fulltext_origin": None,
+        "citation_normalized_percentile": None, "cited_by_percentile_year": {"min": 0, "max": 0},
+        "primary_topic": None, "topics": [], "keywords": [], "concepts": [], "mesh": [], "related_works": [],
         "abstract_inverted_index": {w: [i] for i, w in enumerate(paper.abstract.split()[:20])} or None,
+        "abstract_inverted_index_v3": None,
         "cited_by_api_url": f"https://api.openalex.org/works?filter=cites:{wid}",
         "counts_by_year": [],
         "updated_date": "2026-01-05T00:00:00.000000",
@@ -142,8 +152,7 @@ class FakeOpenAlex(FakeApi):
         super().__init__(**kwargs)
         self.papers = papers
         self.review_works = review_works
-        self.aliases = aliases if aliases is not None else {
-            f"doi:{REVIEW['doi']}": REVIEW["openalex_id"], f"pmid:{REVIEW['pmid']}": REVIEW["openalex_id"]}
+        self.aliases = dict(SEED_ALIASES if aliases is None else aliases)
         self.api_keys = api_keys
         self.page_hook: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 

@@ -150,7 +150,8 @@ class EuropePmcClient:
             if results:
                 yield results
             next_cursor = page.get("nextCursorMark")
-            # hitCount is exact (Solr numFound), so stopping there saves the empty last request.
+            # Stopping once hitCount records are in saves the empty last request; an
+            # overstated hitCount (it has happened) still ends on the empty page.
             if not results or not next_cursor or next_cursor == cursor or seen >= self.hit_count:
                 return
             cursor = next_cursor
@@ -163,11 +164,12 @@ class EuropePmcClient:
             raise SourceSkipped(f"{SOURCE}: the review has no pmid configured; Europe PMC's CITES: "
                                 "search needs the review's PubMed id")
         query = f"CITES:{review.pmid}_MED"
+        before = self.http.log.count
         works: list[Work] = []
         for page in self.search_pages(query, max_records=max_records):
             works.extend(from_europepmc(record) for record in page)
         log.info("europepmc: %d citing works for %s (hitCount %s) in %d requests", len(works), query,
-                 self.hit_count, self.http.log.count)
+                 self.hit_count, self.http.log.count - before)
         markers = {"version": self.version} if self.version else {}
         return SourceResult(
             source=SOURCE, works=works,

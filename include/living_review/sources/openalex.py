@@ -34,6 +34,12 @@ NO_KEY = ("openalex: no API key configured; set the api_key in the openalex conn
 SELECT_FIELDS = ("id", "ids", "doi", "title", "publication_year", "publication_date", "authorships",
                  "primary_location", "biblio", "type", "type_crossref", "language", "is_retracted")
 REVIEW_ID_MARKER = "openalex_review_id"
+REVIEW_KEY_MARKER = "openalex_review_key"
+
+
+def review_key(review: ReviewConfig) -> str:
+    """How OpenAlex is asked for the review itself: ``doi:…``, else ``pmid:…``."""
+    return f"doi:{review.doi}" if review.doi else f"pmid:{review.pmid}"
 
 
 def _pages(biblio: dict[str, Any]) -> str | None:
@@ -108,7 +114,7 @@ class OpenAlexClient:
 
     def resolve(self, review: ReviewConfig) -> str:
         """The review's bare W-id, looked up by DOI (or PMID when it has no DOI)."""
-        key = f"doi:{review.doi}" if review.doi else f"pmid:{review.pmid}"
+        key = review_key(review)
         # DOIs may hold '#', '?' or ';', which would otherwise end the path.
         path = f"{WORKS}/{quote(key, safe=':/()')}"
         try:
@@ -153,7 +159,13 @@ class OpenAlexClient:
         """Citing works of ``review``; list pages carry full metadata, so ``known`` saves nothing."""
         if not self.api_key:
             raise SourceSkipped(NO_KEY)
-        work_id = normalize_openalex_id((cached or {}).get(REVIEW_ID_MARKER)) or self.resolve(review)
+        cached = cached or {}
+        key = review_key(review)
+        work_id = None
+        # A cached id only stands while the review's doi/pmid in the config is unchanged.
+        if cached.get(REVIEW_KEY_MARKER, key) == key:
+            work_id = normalize_openalex_id(cached.get(REVIEW_ID_MARKER))
+        work_id = work_id or self.resolve(review)
         before = self.http.log.count
         works: list[Work] = []
         for page in self.citing_pages(work_id, max_records=max_records):
@@ -163,9 +175,8 @@ class OpenAlexClient:
         return SourceResult(
             source=SOURCE, works=works,
             listed=self.count if self.count is not None else len(works),
-            markers={REVIEW_ID_MARKER: work_id},
-            query={"endpoint": self.http.url(WORKS), "review": f"doi:{review.doi}" if review.doi
-                   else f"pmid:{review.pmid}", "filter": f"cites:{work_id}",
+            markers={REVIEW_ID_MARKER: work_id, REVIEW_KEY_MARKER: key},
+            query={"endpoint": self.http.url(WORKS), "review": key, "filter": f"cites:{work_id}",
                    "per_page": max(1, min(self.per_page, max_records)), "select": ",".join(SELECT_FIELDS),
                    "max_records": max_records},
         )
