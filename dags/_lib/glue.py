@@ -57,3 +57,97 @@ def client_for(source: str) -> Any:
     conf = settings_for(settings.SOURCE_CONNECTIONS[source])
     log.info("%s: using %r", source, conf)
     return build_client(source, conf)
+
+
+def _wanted_snapshot_date(context: dict[str, Any]) -> dt.date | None:
+    """The snapshot the triggering Asset event announced, else the run's logical date."""
+    events = context.get("triggering_asset_events") or {}
+    dates = []
+    for asset_events in events.values():
+        for event in asset_events:
+            extra = getattr(event, "extra", None) or {}
+            if extra.get("snapshot_date"):
+                dates.append(dt.date.fromisoformat(extra["snapshot_date"]))
+    if dates:
+        return max(dates)
+    logical = context.get("logical_date")
+    return logical.date() if logical else None
+
+
+def _smtp_sender(message: Any) -> Any:
+    def send() -> str:
+        from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+        # The hook owns connection, TLS and login from `smtp_default`; its own
+        # send_email_smtp() can only send an HTML body, and the digest is
+        # multipart/alternative (text + HTML), so the prepared message goes
+        # through the hook's authenticated client.
+        with SmtpHook(smtp_conn_id=settings.SMTP_CONN_ID) as hook:
+            hook.get_conn()
+            hook._smtp_client.send_message(message)
+        return f"to {message['To']}, Message-ID {message['Message-ID']}"
+    return send
+
+
+def _slack_sender(payload: dict[str, Any]) -> Any:
+    def send() -> str:
+        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+        SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID).send_dict(payload)
+        return "posted to the slack_digest webhook"
+    return send
+
+
+def _slack_not_delivered(exc: BaseException) -> bool:
+    import re
+
+    from include.living_review.delivery import http_error_not_delivered, http_not_delivered
+
+    # SlackWebhookHook raises AirflowException("... Status Code: 500 ...") for non-200 answers.
+    match = re.search(r"Status Code: (\d{3})", str(exc))
+    if match:
+        return http_not_delivered(int(match.group(1)))
+    return http_error_not_delivered(exc)
+
+
+def send_digest(review_id: str, context: dict[str, Any]) -> dict[str, Any]:
+    """Plan the digest, deliver it once per channel, record the outcome."""
+    from include.living_review.delivery import DeliveryLedger, deliver, guard, smtp_not_delivered
+    from include.living_review.digest import DEFAULT_SENDER, build_email, write_outbox
+    from include.living_review.digest_job import plan_digest, record_result
+
+    conf = review(review_id)
+    plan = plan_digest(conf, settings.data_dir(), _wanted_snapshot_date(context))
+    if plan.digest is None:
+        log.info("digest for %s: nothing to send (%s)", review_id, plan.reason)
+        advance = not plan.reason.startswith("batched") and plan.reason != "no published snapshot yet"
+        return record_result(plan, "skipped", {}, advance=advance)
+
+    digest = plan.digest
+    ledger = DeliveryLedger(plan.layout.ledger_file)
+    channels: dict[str, Any] = {}
+    to_outbox = False
+    if conf.digest.email:
+        smtp = get_connection(settings.SMTP_CONN_ID)
+        if smtp is not None:
+            sender = (smtp.extra_dejson or {}).get("from_email") or DEFAULT_SENDER
+            message = build_email(digest, sender=sender, recipients=list(conf.digest.email))
+            outcome = deliver(ledger, digest.idempotency_key, "email", guard(_smtp_sender(message), smtp_not_delivered))
+            channels["email"] = outcome.status
+        else:
+            to_outbox = True
+    if conf.digest.slack:
+        if get_connection(settings.SLACK_CONN_ID) is not None:
+            outcome = deliver(ledger, digest.idempotency_key, "slack",
+                              guard(_slack_sender(digest.slack_payload), _slack_not_delivered))
+            channels["slack"] = outcome.status
+        else:
+            to_outbox = True
+    if to_outbox:
+        outbox = plan.layout.outbox_dir
+        outcome = deliver(ledger, digest.idempotency_key, "outbox",
+                          lambda: ", ".join(str(p) for p in write_outbox(digest, outbox)))
+        channels["outbox"] = outcome.status
+        log.info("no SMTP/Slack connection for some channels: digest written to %s", outbox)
+    status = "sent" if all(s in ("sent", "already_sent") for s in channels.values()) else "uncertain"
+    return record_result(plan, status, channels, advance=True)

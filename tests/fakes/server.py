@@ -119,7 +119,8 @@ class FakeApi:
         return f"http://{host}:{port}"
 
     def start(self) -> FakeApi:
-        self._thread = threading.Thread(target=self.server.serve_forever, name=self.name, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=self.name, daemon=True)
         self._thread.start()
         return self
 

@@ -1,0 +1,57 @@
+"""
+### Living review digest
+
+One DAG per review (dag id `living_review_digest__<review id>`), scheduled on the
+review's snapshot **Asset**: it runs whenever `living_review__<review id>` publishes.
+It announces the works first seen since the last delivered digest by email (the
+`smtp_default` connection) and Slack (the `slack_digest` connection); a channel
+without a connection writes to `<data_dir>/outbox/` instead.
+
+Delivery is recorded per channel before and after each send, so a retried or
+re-run digest never sends twice. Backfilled weeks never send (see
+`include/living_review/digest_job.py`).
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Asset, dag, task
+
+from include.living_review import settings
+from include.living_review.config import ConfigError, ReviewConfig, load_config
+
+DEFAULT_ARGS = {
+    "owner": "living-review",
+    "retries": settings.TASK_RETRIES,
+    "retry_delay": dt.timedelta(seconds=settings.TASK_RETRY_DELAY_SECONDS),
+    "retry_exponential_backoff": True,
+    "execution_timeout": dt.timedelta(minutes=30),
+}
+
+
+def build_digest_dag(review: ReviewConfig):
+    asset = Asset(name=f"living_review_snapshot__{review.dag_suffix}", uri=f"living-review://snapshots/{review.id}")
+
+    @dag(dag_id=f"living_review_digest__{review.dag_suffix}", schedule=[asset],
+         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False, max_active_runs=1,
+         default_args=DEFAULT_ARGS, tags=["living-review", "digest"], doc_md=__doc__,
+         description=f"Digest: {review.title}")
+    def digest():
+        @task
+        def send_digest(**context) -> dict:
+            from dags._lib import glue
+
+            return glue.send_digest(review.id, context)
+
+        send_digest()
+
+    return digest()
+
+
+try:
+    _config = load_config()
+except ConfigError:
+    _config = None  # reported as an import error by living_review_config_check.py
+
+for _review in (_config.reviews if _config else []):
+    globals()[f"living_review_digest__{_review.dag_suffix}"] = build_digest_dag(_review)
