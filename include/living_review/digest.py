@@ -28,7 +28,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from functools import lru_cache
@@ -133,7 +133,7 @@ class Digest:
     idempotency_key: str
     is_empty: bool
     work_ids: tuple[str, ...] = ()
-    recipients: tuple[str, ...] = field(default=())
+    recipients: tuple[str, ...] = ()
 
     @property
     def key12(self) -> str:
@@ -321,9 +321,11 @@ def build_digest(review: ReviewConfig, snapshot_date: dt.date | str, new_works: 
     if baseline:
         subject = (f"{title}: now tracking {_plural(total_works, 'citing paper', 'citing papers')} "
                    f"(baseline, week of {week})")
-        intro = (f"This is the first run for this review: {_plural(total_works, 'work cites', 'works cite')} it. "
-                 + (f"The {len(shown)} most recent are listed below; the full list is in the snapshot."
-                    if count > len(shown) else "They are listed below."))
+        intro = f"This is the first run for this review: {_plural(total_works, 'work cites', 'works cite')} it."
+        if count > len(shown):
+            intro += f" The {len(shown)} most recent are listed below; the full list is in the snapshot."
+        elif count:
+            intro += " They are listed below."
     elif count:
         subject = f"{title}: {_plural(count, 'new citing paper', 'new citing papers')} (week of {week})"
         intro = (f"{_plural(count, 'new paper cites', 'new papers cite')} this review since the last run "
@@ -335,6 +337,7 @@ def build_digest(review: ReviewConfig, snapshot_date: dt.date | str, new_works: 
 
     context = {
         "subject": subject,
+        "review_id": review.id,
         "review_title": title,
         "review_url": review_url(review),
         "snapshot_date": snapshot_date.isoformat(),
@@ -354,7 +357,7 @@ def build_digest(review: ReviewConfig, snapshot_date: dt.date | str, new_works: 
     html = env.get_template("digest.html.j2").render(**context)
     digest = Digest(
         review_id=review.id, review_title=title, snapshot_date=snapshot_date, baseline=baseline,
-        subject=subject, text=text, html=html, slack_payload=slack_payload(context, count),
+        subject=subject, text=text, html=html, slack_payload=_slack_payload(context, count),
         item_count=count, shown_count=len(shown), idempotency_key=key, is_empty=count == 0,
         work_ids=work_ids, recipients=tuple(review.digest.email),
     )
@@ -386,14 +389,14 @@ def _slack_item(item: DigestItem) -> str:
         tags.append("found by " + ", ".join(slack_escape(s) for s in item.found_by))
     if tags:
         lines.append("  ".join(tags))
-    return clean_block("\n".join(lines))
+    return _fit_section("\n".join(lines))
 
 
-def clean_block(text: str) -> str:
+def _fit_section(text: str) -> str:
     return text if len(text) <= SLACK_SECTION_LIMIT else text[: SLACK_SECTION_LIMIT - 1] + "…"
 
 
-def slack_payload(context: Mapping[str, Any], count: int) -> dict[str, Any]:
+def _slack_payload(context: Mapping[str, Any], count: int) -> dict[str, Any]:
     """A Block Kit message for an incoming webhook (``text`` is the notification fallback)."""
     items: list[DigestItem] = list(context["items"])[: settings.SLACK_MAX_ITEMS]
     review = slack_escape(context["review_title"])
@@ -402,7 +405,7 @@ def slack_payload(context: Mapping[str, Any], count: int) -> dict[str, Any]:
         {"type": "header", "text": {"type": "plain_text", "emoji": True,
                                     "text": _header_text(context["subject"])}},
         {"type": "section", "text": {"type": "mrkdwn",
-                                     "text": clean_block(f"{slack_escape(context['intro'])}\nReview: {review_link}")}},
+                                     "text": _fit_section(f"{slack_escape(context['intro'])}\nReview: {review_link}")}},
     ]
     if items:
         blocks.append({"type": "divider"})
@@ -411,7 +414,7 @@ def slack_payload(context: Mapping[str, Any], count: int) -> dict[str, Any]:
     if more > 0:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
             f"and {more} more (see the email digest or the snapshot)")}]})
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": clean_block(
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _fit_section(
         f"Coverage: {slack_escape(context['coverage'])} · snapshot {context['snapshot_date']}")}]})
     warnings: list[str] = context["warnings"]
     if warnings:
@@ -419,11 +422,11 @@ def slack_payload(context: Mapping[str, Any], count: int) -> dict[str, Any]:
         if len(warnings) > SLACK_MAX_WARNINGS:
             lines.append(f"• and {len(warnings) - SLACK_MAX_WARNINGS} more")
         blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": clean_block(":warning: *Warnings*\n" + "\n".join(lines))}})
+                                                   "text": _fit_section(":warning: *Warnings*\n" + "\n".join(lines))}})
     links = [f"<{_slack_url(link.url)}|{slack_escape(link.label)}>" if link.url
              else f"{slack_escape(link.label)}: {slack_escape(link.target)}" for link in context["links"]]
     if links:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": clean_block(" · ".join(links))}]})
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _fit_section(" · ".join(links))}]})
     return {"text": slack_escape(context["subject"]), "blocks": blocks}
 
 
@@ -463,8 +466,13 @@ def build_email(digest: Digest, *, sender: str, recipients: Sequence[str],
     message[DIGEST_HEADER] = digest.idempotency_key
     # RFC 3834: keeps vacation auto-responders from replying to the digest.
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(digest.text)
-    message.add_alternative(digest.html, subtype="html")
+    # Quoted-printable keeps UTF-8 bodies 7-bit clean for servers without 8BITMIME.
+    message.set_content(digest.text, cte="quoted-printable")
+    message.add_alternative(digest.html, subtype="html", cte="quoted-printable")
+    # Bodies are encoded by now; from here the limit only affects header folding. At 78
+    # the one-token key header is folded onto a continuation line, which parsers
+    # (CPython's among them) read back with a leading space, breaking exact matching.
+    message.policy = message.policy.clone(max_line_length=998)
     return message
 
 
