@@ -105,8 +105,14 @@ class FakeApi:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = _serve
-            do_POST = _serve
+            def _serve_quietly(self) -> None:
+                try:
+                    self._serve()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (size cap, timeout test): nothing to report
+
+            do_GET = _serve_quietly
+            do_POST = _serve_quietly
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
