@@ -82,8 +82,14 @@ def _smtp_sender(message: Any) -> Any:
         # send_email_smtp() can only send an HTML body, and the digest is
         # multipart/alternative (text + HTML), so the prepared message goes
         # through the hook's authenticated client.
+        from include.living_review.delivery import NotDelivered
+
         with SmtpHook(smtp_conn_id=settings.SMTP_CONN_ID) as hook:
-            hook.get_conn()
+            try:
+                hook.get_conn()
+            except Exception as exc:  # connect/TLS/login failed: nothing was handed over yet
+                raise NotDelivered(f"cannot reach the SMTP server of {settings.SMTP_CONN_ID!r}: "
+                                   f"{type(exc).__name__}: {exc}") from exc
             hook._smtp_client.send_message(message)
         return f"to {message['To']}, Message-ID {message['Message-ID']}"
     return send
@@ -93,7 +99,9 @@ def _slack_sender(payload: dict[str, Any]) -> Any:
     def send() -> str:
         from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
-        SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID).send_dict(payload)
+        # No client-side retry: a retried POST after a dropped connection could post twice
+        # behind the ledger's back. Airflow's task retry (through the ledger) retries instead.
+        SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID, retry_handlers=[]).send_dict(payload)
         return "posted to the slack_digest webhook"
     return send
 

@@ -291,8 +291,20 @@ def enrich_metadata(ctx: RunContext, client: Any | None) -> dict[str, Any]:
         write_json_atomic(stats, ctx.staged("enrich.json"))
         return stats
     started = time.monotonic()
-    works, info = client.enrich([r["doi"] for r in wanted])
+    try:
+        works, info = client.enrich([r["doi"] for r in wanted])
+    except Exception as exc:
+        # Enrichment is best effort: works still lacking a title are quarantined with
+        # their reason, and the next run tries again (they are still "new" then).
+        stats.update(status="failed", reason=f"{type(exc).__name__}: {exc}",
+                     seconds=round(time.monotonic() - started, 3))
+        write_json_atomic(stats, ctx.staged("enrich.json"))
+        log.error("crossref: enrichment failed, publishing without it: %s", exc)
+        return stats
     by_doi = {w.doi: w for w in works if w.doi}
+    for asked, primary in (info.get("aliased") or {}).items():  # Crossref answers aliases with the primary DOI
+        if primary in by_doi:
+            by_doi.setdefault(asked, by_doi[primary])
     for row in wanted:
         found = by_doi.get(row["doi"])
         if not found:

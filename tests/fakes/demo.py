@@ -51,6 +51,12 @@ def demo_corpus() -> list[Paper]:
               authors=[("Nguyen", "T"), ("Ramos", "D")], journal_abbrev="medRxiv", journal="medRxiv",
               year=2025, month=8, day=20, doi="10.1101/2025.08.20.25333333", openalex_id="W4400000003",
               pub_types=["Preprint"], visible_in={"openalex", "semanticscholar", "crossref"}),
+        # Only OpenCitations lists this one (ids, no metadata): Crossref fills in the rest.
+        Paper(title="Peer support specialists in emergency departments: a scoping review.",
+              authors=[("Fischer", "A"), ("Kim", "S")], journal_abbrev="Psychiatr Serv", journal="Psychiatric services",
+              year=2025, month=10, day=7, volume="76", issue="10", pages="1001-1010",
+              doi="10.1176/appi.ps.20250001", omid="br/0690000004", pub_types=["Review"],
+              visible_in={"opencitations", "crossref"}),
     ]
     return papers + extra
 
