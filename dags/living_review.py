@@ -17,6 +17,7 @@ import datetime as dt
 
 from airflow.sdk import Asset, dag, task
 
+from dags._lib.glue import alert_on_failure
 from include.living_review import settings
 from include.living_review.config import ConfigError, ReviewConfig, load_config
 
@@ -26,6 +27,7 @@ DEFAULT_ARGS = {
     "retry_delay": dt.timedelta(seconds=settings.TASK_RETRY_DELAY_SECONDS),
     "retry_exponential_backoff": True,
     "execution_timeout": dt.timedelta(hours=2),
+    "on_failure_callback": alert_on_failure,
 }
 
 

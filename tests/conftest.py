@@ -25,6 +25,9 @@ os.environ.update({
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
     "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
     "LIVING_REVIEW_RETRY_DELAY_SECONDS": "1",
+    # Integration runs retry over real sockets; keep the backoff short (unit tests of
+    # the backoff itself pass an explicit RetryPolicy).
+    "LIVING_REVIEW_HTTP_BACKOFF_BASE": "0.05",
     "GX_ANALYTICS_ENABLED": "False",
     "NO_PROXY": "127.0.0.1,localhost",
     "no_proxy": "127.0.0.1,localhost",

@@ -159,3 +159,57 @@ def send_digest(review_id: str, context: dict[str, Any]) -> dict[str, Any]:
         log.info("no SMTP/Slack connection for some channels: digest written to %s", outbox)
     status = "sent" if all(s in ("sent", "already_sent") for s in channels.values()) else "uncertain"
     return record_result(plan, status, channels, advance=True)
+
+
+def alert_on_failure(context: dict[str, Any]) -> None:
+    """``on_failure_callback``: one alert per failed task, through the provider notifiers.
+
+    Never raises: a broken alert channel must not hide the original failure.
+    """
+    try:
+        _send_alert(context)
+    except Exception:  # noqa: BLE001 - logged, and the task's own failure stands
+        log.exception("could not send the failure alert")
+
+
+def _send_alert(context: dict[str, Any]) -> None:
+    from include.living_review.alerts import failure_alert
+    from include.living_review.storage import published_dates, write_json_atomic
+
+    ti = context.get("ti") or context.get("task_instance")
+    dag_id = getattr(ti, "dag_id", None) or context["dag"].dag_id
+    task_id = getattr(ti, "task_id", "?")
+    review_id = dag_id.split("__", 1)[1].replace("_", "-")
+    try:
+        conf = review(review_id)
+        title, recipients, slack = conf.title, list(conf.digest.email), conf.digest.slack
+    except Exception:  # noqa: BLE001 - the review may have been removed from the config since
+        title, recipients, slack = review_id, [], True
+    dates = published_dates(settings.data_dir(), review_id)
+    logical = context.get("logical_date")
+    alert = failure_alert(
+        review_id=review_id, review_title=title, dag_id=dag_id, task_id=task_id,
+        try_number=getattr(ti, "try_number", None), log_url=getattr(ti, "log_url", None),
+        error=str(context.get("exception") or ""), last_good=dates[-1] if dates else None,
+        logical_date=logical.date() if logical else None)
+    delivered = False
+    if slack and get_connection(settings.SLACK_CONN_ID) is not None:
+        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+        SlackWebhookNotifier(slack_webhook_conn_id=settings.SLACK_CONN_ID, text=alert.slack_text,
+                             retry_handlers=[]).notify(context)
+        delivered = True
+    if recipients and get_connection(settings.SMTP_CONN_ID) is not None:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        SmtpNotifier(to=recipients, subject=alert.subject, html_content=alert.html,
+                     smtp_conn_id=settings.SMTP_CONN_ID).notify(context)
+        delivered = True
+    if not delivered:
+        from pathlib import Path
+
+        path = Path(settings.data_dir()) / "outbox" / "alerts" / review_id / \
+            f"{context.get('run_id', 'run')}__{task_id}.json".replace(":", "-").replace("+", "_")
+        write_json_atomic({"subject": alert.subject, "text": alert.text}, path)
+        log.error("failure alert written to %s (no Slack or SMTP connection)", path)
+    log.error("%s", alert.text)

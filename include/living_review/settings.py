@@ -48,8 +48,8 @@ RATE_LIMITS: dict[str, tuple[float, float]] = {
 }
 
 HTTP_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds
-HTTP_MAX_TRIES = 5
-HTTP_BACKOFF_BASE = 1.0
+HTTP_MAX_TRIES = int(os.environ.get("LIVING_REVIEW_HTTP_MAX_TRIES", "5"))
+HTTP_BACKOFF_BASE = float(os.environ.get("LIVING_REVIEW_HTTP_BACKOFF_BASE", "1.0"))
 HTTP_BACKOFF_CAP = 30.0
 HTTP_RETRY_AFTER_CAP = 120.0
 # A response body larger than this is refused instead of being parsed; the
