@@ -72,6 +72,21 @@ def _warnings(manifest: dict[str, Any]) -> list[str]:
     return notes
 
 
+def added_since(data_dir: str, review_id: str, after: dt.datetime, until: dt.datetime | None) -> set[str]:
+    """Work ids with an ``added`` change in runs after ``after`` up to ``until``."""
+    added: set[str] = set()
+    for day in published_dates(data_dir, review_id):
+        layout = Layout.of(data_dir, review_id, day)
+        manifest = read_json(layout.manifest_file, {})
+        run_ts = _as_utc(manifest.get("run_timestamp"))
+        if run_ts is None or run_ts <= after or (until is not None and run_ts > until):
+            continue
+        if layout.changes_file.exists():
+            changes = pq.read_table(layout.changes_file, columns=["work_id", "change"]).to_pylist()
+            added.update(c["work_id"] for c in changes if c["change"] == "added")
+    return added
+
+
 def plan_digest(review: ReviewConfig, data_dir: str, wanted: dt.date | None, *,
                 today: dt.date | None = None) -> DigestPlan:
     today = today or dt.datetime.now(dt.timezone.utc).date()
@@ -105,8 +120,10 @@ def plan_digest(review: ReviewConfig, data_dir: str, wanted: dt.date | None, *,
     if baseline:
         new_rows = rows
     else:
-        new_rows = [r for r in rows if (watermark is None or _as_utc(r["first_seen"]) > watermark)
-                    and _as_utc(r["first_seen"]) <= run_ts]
+        # Built from the changes tables of every run since the last digest (not recomputed),
+        # so a batched or previously failed digest announces each addition exactly once.
+        added = added_since(data_dir, review.id, watermark, run_ts)
+        new_rows = [r for r in rows if r["work_id"] in added]
     if not new_rows and not review.digest.send_when_empty:
         return DigestPlan(review, layout, None, "nothing new", run_ts, manifest)
     coverage = dict(manifest.get("coverage", {}))
