@@ -107,6 +107,20 @@ def previous_manifest(layout: Layout) -> dict[str, Any]:
     return read_json(previous.manifest_file, {}) if previous else {}
 
 
+def last_ok_stats(layout: Layout, source: str) -> dict[str, Any]:
+    """The source's stats from the latest earlier run where it succeeded.
+
+    Comparing with the last *successful* run (not just the previous one) keeps a
+    source that broke last week from passing as "0 works, ok" this week.
+    """
+    for day in reversed([d for d in layout.snapshot_dates() if d < layout.snapshot_date]):
+        stats = read_json(Layout(layout.data_dir, layout.review_id, day).manifest_file, {}) \
+            .get("sources", {}).get(source)
+        if stats and stats.get("status") == "ok":
+            return stats
+    return {}
+
+
 # -- fetch -------------------------------------------------------------------------
 
 def _stats_path(ctx: RunContext, source: str) -> Path:
@@ -117,7 +131,7 @@ def fetch_source(ctx: RunContext, source: str, client: Any) -> dict[str, Any]:
     """Ask one source for the review's citing works and stage them. Raises :class:`SourceFailed`."""
     prev_rows = previous_rows(ctx.layout)
     known = KnownWorks.from_rows(r for r in prev_rows if r.get("title"))
-    prev_source = previous_manifest(ctx.layout).get("sources", {}).get(source, {})
+    prev_source = last_ok_stats(ctx.layout, source)
     cached = prev_source.get("markers", {})
     stats: dict[str, Any] = {"source": source, "status": "ok", "reason": None, "listed": 0, "works": 0,
                              "metadata_requests": 0, "markers": {}, "query": {}}

@@ -45,6 +45,14 @@ def stack(tmp_path, monkeypatch):
         yield local
 
 
+def digests(stack) -> list:
+    return [m.message for m in stack.smtp.messages if m.message["X-Living-Review-Digest"]]
+
+
+def alerts(stack) -> list:
+    return [m.message for m in stack.smtp.messages if m.message["Subject"].startswith("[living-review]")]
+
+
 def layout(runner, day) -> Layout:
     return Layout.of(runner.data_dir, "peer-support-mental-health", day)
 
@@ -84,8 +92,8 @@ def test_six_sources_merged_with_health_checks(stack, runner):
     assert manifest["counts"]["published"] == expected_union
 
     runner.run(DIGEST, WEEKS[0])
-    assert len(stack.smtp.messages) == 1
-    text = stack.smtp.messages[0].message.get_body(("plain",)).get_content()
+    assert len(digests(stack)) == 1
+    text = digests(stack)[0].get_body(("plain",)).get_content()
     pubmed_n = coverage["pubmed"]["works"]
     assert f"PubMed {pubmed_n}" in text and f"union {expected_union}" in text
 
@@ -100,7 +108,7 @@ def test_six_sources_merged_with_health_checks(stack, runner):
     assert all(manifest["sources"][s]["metadata_requests"] == 0 for s in LISTING)
     assert manifest["counts"]["new"] == 0
     runner.run(DIGEST, WEEKS[1])
-    assert len(stack.smtp.messages) == 1
+    assert len(digests(stack)) == 1 and alerts(stack) == []
 
     # -- 3. Europe PMC returns zero after returning works -----------------------------
     europepmc_dois = {normalize_doi(p.doi) for p in papers if "europepmc" in p.visible_in}
@@ -116,7 +124,9 @@ def test_six_sources_merged_with_health_checks(stack, runner):
     kept = {r["doi"] for r in pq.read_table(week3.snapshot_file).to_pylist()}
     assert europepmc_dois <= kept  # its works are not dropped
     runner.run(DIGEST, WEEKS[2])  # nothing new: the failure is in the manifest and the alert, not a digest
-    assert len(stack.smtp.messages) == 1
+    assert len(digests(stack)) == 1
+    (alert,) = alerts(stack)
+    assert "fetch_europepmc failed" in alert["Subject"]
 
     # -- 4. OpenAlex renames a field we map ------------------------------------------
     def rename_ids(page):
@@ -132,3 +142,6 @@ def test_six_sources_merged_with_health_checks(stack, runner):
     assert "results[].ids" in manifest["sources"]["openalex"]["reason"]
     assert manifest["partial"] is True
     assert len(pq.read_table(layout(runner, WEEKS[3]).snapshot_file)) == expected_union
+    # Europe PMC is still at zero: compared with its last *successful* run, it fails again
+    assert sorted(a["Subject"].split(": ")[-1].split(" (")[0] for a in alerts(stack)) == [
+        "fetch_europepmc failed", "fetch_europepmc failed", "fetch_openalex failed"]
