@@ -10,13 +10,14 @@ import datetime as dt
 import email.utils
 import logging
 import random
+import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, quote_plus, urlencode
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -32,6 +33,10 @@ T = TypeVar("T")
 # 500 still fails after ``max_tries`` with the status in the message.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 SECRET_PARAMS = frozenset({"api_key", "apikey", "key", "token", "email", "mailto", "x-api-key"})
+SECRET_HEADERS = frozenset({"authorization", "x-api-key"})
+# urllib3 puts the request path *with its query string* into connection errors
+# ("Max retries exceeded with url: /works?api_key=..."); the query is dropped.
+_URL_IN_MESSAGE = re.compile(r"(url: [^\s?]*)\?\S*")
 
 
 class SourceError(RuntimeError):
@@ -80,6 +85,23 @@ def redact_url(url: str, params: Mapping[str, Any] | None = None) -> str:
         return url
     shown = {k: ("***" if k.lower() in SECRET_PARAMS else v) for k, v in params.items()}
     return f"{url}?{urlencode(shown, doseq=True)}"
+
+
+def secret_values(*mappings: Mapping[str, Any] | None, names: Iterable[str] = SECRET_PARAMS) -> set[str]:
+    """The values of secret-named entries, for :func:`scrub`."""
+    wanted = {n.lower() for n in names}
+    return {str(v) for m in mappings if m for k, v in m.items() if k.lower() in wanted and v}
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` without query strings in urllib3-style messages and without any secret, raw or URL-encoded."""
+    text = _URL_IN_MESSAGE.sub(r"\1?***", text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) < 4:  # too short to replace safely; never a real key
+            continue
+        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            text = text.replace(form, "***")
+    return text
 
 
 class Throttle:
@@ -184,6 +206,8 @@ class HttpClient:
         """
         url = self.url(path)
         shown = redact_url(url, params)
+        secrets = secret_values(params, data) | secret_values({**self.headers, **(headers or {})},
+                                                              names=SECRET_HEADERS)
 
         def before_sleep(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
@@ -199,7 +223,14 @@ class HttpClient:
             before_sleep=before_sleep,
             reraise=True,
         )
-        return retrying(self._once, method, url, shown, parse, params, data, headers, ok_statuses)
+        try:
+            return retrying(self._once, method, url, shown, parse, params, data, headers, ok_statuses, secrets)
+        except RetryableError as exc:
+            if self.retry.max_tries <= 1:
+                raise
+            message = str(exc).removeprefix(f"{exc.source}: ").removesuffix(f" ({exc.url})")
+            raise RetryableError(exc.source, exc.url, f"{message}; gave up after {self.retry.max_tries} tries",
+                                 status=exc.status, retry_after=exc.retry_after) from exc
 
     def get(self, path: str, parse: Callable[[requests.Response, bytes], T], **kwargs: Any) -> T:
         return self.request("GET", path, parse, **kwargs)
@@ -209,7 +240,7 @@ class HttpClient:
 
     def _once(self, method: str, url: str, shown: str, parse: Callable[[requests.Response, bytes], T],
               params: Mapping[str, Any] | None, data: Mapping[str, Any] | None,
-              headers: Mapping[str, str] | None, ok_statuses: frozenset[int]) -> T:
+              headers: Mapping[str, str] | None, ok_statuses: frozenset[int], secrets: set[str] = frozenset()) -> T:
         self.throttle.wait()
         started = time.monotonic()
         status: int | None = None
@@ -223,11 +254,15 @@ class HttpClient:
                                          retry_after=parse_retry_after(response.headers.get("Retry-After")))
                 if status not in ok_statuses:
                     snippet = response.raw.read(300, decode_content=True).decode("utf-8", "replace").strip()
-                    raise SourceError(self.source, shown, f"HTTP {status}: {snippet[:200]!r}", status=status)
+                    raise SourceError(self.source, shown, f"HTTP {status}: {scrub(snippet, secrets)[:200]!r}",
+                                      status=status)
                 body = self._read_capped(response, shown)
             return parse(response, body)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            raise RetryableError(self.source, shown, f"network error: {type(exc).__name__}: {_short(exc)}") from exc
+            # ``from None``: requests' own message (printed with a chained traceback)
+            # holds the full URL, secrets included; the scrubbed text keeps the cause.
+            raise RetryableError(self.source, shown, f"network error: {type(exc).__name__}: "
+                                 f"{_short(scrub(_network_reason(exc), secrets))}") from None
         finally:
             self.log.records.append(RequestRecord(method, shown, status, time.monotonic() - started))
 
@@ -250,7 +285,16 @@ class HttpClient:
         return body
 
 
-def _short(exc: BaseException) -> str:
+def _network_reason(exc: BaseException) -> str:
+    """The innermost cause of a requests network error ("Failed to resolve 'x'"), not its URL-laden wrapper."""
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", None) or reason  # urllib3's MaxRetryError wraps the real error
+    if isinstance(reason, BaseException):
+        return f"{type(reason).__name__}: {reason}"
+    return str(exc)
+
+
+def _short(exc: BaseException | str) -> str:
     text = str(exc)
     return text if len(text) < 200 else text[:200] + "…"
 
