@@ -39,8 +39,11 @@ airflow-db: $(AIRFLOW_HOME)/airflow.db
 check-config: $(VENV)/.installed
 	@$(PY) -m include.living_review.cli check-config
 
+# An interactive run fails fast: no Airflow task retries, fewer HTTP tries (the
+# scheduled deployment keeps the defaults). Override with e.g. LIVING_REVIEW_TASK_RETRIES=2.
 run: airflow-db
-	@$(PY) -m include.living_review.cli run
+	@LIVING_REVIEW_TASK_RETRIES=$${LIVING_REVIEW_TASK_RETRIES:-0} LIVING_REVIEW_HTTP_MAX_TRIES=$${LIVING_REVIEW_HTTP_MAX_TRIES:-3} \
+		$(PY) -m include.living_review.cli run
 
 demo: airflow-db
 	@$(PY) -m tests.fakes.demo

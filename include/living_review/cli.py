@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -38,16 +37,15 @@ def summary_lines(review_id: str, snapshot_date: dt.date, data_dir: str | Path) 
     if not manifest:
         dates = published_dates(data_dir, review_id)
         last = dates[-1].isoformat() if dates else "none"
-        return [f"{review_id}: nothing published for {snapshot_date} (last good snapshot: {last})"]
+        lines = [f"{review_id}: nothing published for {snapshot_date} (last good snapshot: {last})"]
+        for staged in sorted(layout.staging_dir.glob("source=*.json")):
+            stats = read_json(staged, {})
+            lines.append(f"  {_source_line(stats)}")
+        return lines
     lines = [f"{review_id} ({snapshot_date}):" + (" PARTIAL RUN" if manifest.get("partial") else "")]
     coverage = manifest.get("coverage", {})
     for source, stats in manifest.get("sources", {}).items():
-        label = SOURCE_LABELS.get(source, source)
-        if stats.get("status") == "ok":
-            lines.append(f"  {label:<17} found {stats.get('listed', 0):>5}   in snapshot {coverage.get(source, 0):>5}"
-                         f"   requests {stats.get('requests', 0)}")
-        else:
-            lines.append(f"  {label:<17} {stats.get('status', '?').upper()}: {stats.get('reason')}")
+        lines.append(f"  {_source_line({**stats, 'source': source}, coverage.get(source, 0))}")
     counts = manifest.get("counts", {})
     lines.append(f"  union {counts.get('published', 0)} works, {counts.get('new', 0)} new, "
                  f"{counts.get('quarantined', 0)} quarantined")
@@ -58,6 +56,20 @@ def summary_lines(review_id: str, snapshot_date: dt.date, data_dir: str | Path) 
     lines.append(f"  digest     {digest.get('status', 'pending')}"
                  + "".join(f"; {k}: {v}" for k, v in sorted(digest.get('channels', {}).items())))
     return lines
+
+
+def _source_line(stats: dict, in_snapshot: int | None = None) -> str:
+    """One line per source: its counts, or why it failed (shortened to the first cause)."""
+    label = SOURCE_LABELS.get(stats.get("source", "?"), stats.get("source", "?"))
+    if stats.get("status") == "ok":
+        shown = f"   in snapshot {in_snapshot:>5}" if in_snapshot is not None else ""
+        return (f"{label:<17} found {stats.get('listed', 0):>5}{shown}   requests {stats.get('requests', 0)}"
+                f"   ({stats.get('seconds', 0):.1f}s)")
+    reason = str(stats.get("reason") or "unknown error")
+    reason = reason.split(" (http", 1)[0]  # the URL is in the task log; keep the summary to one line
+    if len(reason) > 160:
+        reason = reason[:157] + "..."
+    return f"{label:<17} {str(stats.get('status', '?')).upper()}: {reason}"
 
 
 def _airflow(*args: str) -> int:

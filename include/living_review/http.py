@@ -289,6 +289,12 @@ def _network_reason(exc: BaseException) -> str:
     """The innermost cause of a requests network error ("Failed to resolve 'x'"), not its URL-laden wrapper."""
     reason = exc.args[0] if exc.args else None
     reason = getattr(reason, "reason", None) or reason  # urllib3's MaxRetryError wraps the real error
+    text = str(reason)
+    if "NameResolutionError" in type(reason).__name__ or "Failed to resolve" in text:
+        host = re.search(r"Failed to resolve '([^']+)'", text)
+        return f"cannot resolve {host.group(1) if host else 'the host'} (no network, or DNS failed)"
+    if "Connection refused" in text:
+        return "connection refused (is the service up, and is the connection's host right?)"
     if isinstance(reason, BaseException):
         return f"{type(reason).__name__}: {reason}"
     return str(exc)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from include.living_review import settings
 from include.living_review.config import ReviewConfig
+from include.living_review.http import SourceError
 from include.living_review.models import (
     CITING_WORKS_SCHEMA,
     QUARANTINE_SCHEMA,
@@ -145,7 +146,9 @@ def fetch_source(ctx: RunContext, source: str, client: Any) -> dict[str, Any]:
         log.warning("%s: skipped: %s", source, exc)
         return _finish_stats(ctx, client, stats, started)
     except Exception as exc:
-        stats.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+        # Source errors already name the source and the cause; others keep their type.
+        reason = str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
+        stats.update(status="failed", reason=reason)
         _finish_stats(ctx, client, stats, started)
         raise SourceFailed(f"{source} failed for review {ctx.review.id!r}: {exc}") from exc
 
