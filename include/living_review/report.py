@@ -591,7 +591,10 @@ def _month_ticks(start: dt.date, end: dt.date) -> list[tuple[dt.date, str]]:
              for year in range(start.year, end.year + 1) for month in months
              if start <= dt.date(year, month, 1) <= end]
     step = max(1, math.ceil(len(ticks) / 9))
-    return ticks[::step]
+    ticks = ticks[::step]
+    if ticks and ticks[0][1] == "Jul":  # the first label must say which year it is
+        ticks[0] = (ticks[0][0], f"Jul {ticks[0][0].year}")
+    return ticks
 
 
 def _prev_month(day: dt.date) -> dt.date:
@@ -678,13 +681,13 @@ def render_html(report: Report, links: StaticLinks | AppLinks, *, mode: str = "s
 
     reviews = []
     for review in report.reviews:
-        charts: dict[str, Markup] = {}
-        if review.timeline:
-            charts["timeline"] = Markup(timeline_svg(review.timeline))
-        if review.by_publication_month:
-            charts["publication"] = Markup(publication_svg(review.by_publication_month))
-        if review.intersections:
-            charts["upset"] = Markup(upset_svg(review.set_sizes, review.intersections))
+        # The SVG is built from escaped parts above, so it is marked safe as a whole.
+        charts: dict[str, Markup | None] = {
+            "timeline": Markup(timeline_svg(review.timeline)) if review.timeline else None,
+            "publication": Markup(publication_svg(review.by_publication_month))
+            if review.by_publication_month else None,
+            "upset": Markup(upset_svg(review.set_sizes, review.intersections)) if review.intersections else None,
+        }
         reviews.append({"r": review, "charts": charts, "data_docs": links.data_docs(review),
                         "manifest": links.manifest(review)})
     return _environment().get_template(TEMPLATE).render(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class History:
     config: Path
     weeks: list[dt.date]
     union: int = 0  # works in the latest snapshot
+    reported: int = 0  # works some source reported in the latest run (the manifest's coverage union)
     coverage: dict[str, int] = field(default_factory=dict)  # latest run, per listing source
     quarantined: int = 0  # in the latest run's quarantine
     new_per_week: list[int] = field(default_factory=list)
@@ -138,6 +140,7 @@ def build_history(root: Path) -> History:
             history.union = int(summary["works"])
     import pyarrow.parquet as pq
 
+    history.reported = int(json.loads(history.latest.manifest_file.read_text())["coverage"]["union"])
     for row in pq.read_table(history.latest.coverage_file).to_pylist():
         if row["source"] != "crossref":
             history.coverage[row["source"]] = row["works"]

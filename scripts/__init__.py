@@ -1,0 +1,1 @@
+"""Developer scripts (screenshots); run as ``python -m scripts.<name>`` from the project root."""
