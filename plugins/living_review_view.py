@@ -71,11 +71,10 @@ async def _login_problem(scope: Scope) -> tuple[int, str] | None:
     """None when the request carries a valid Airflow session (cookie) or bearer token."""
     if os.environ.get(AUTH_ENV, "airflow").strip().lower() == "none":
         return None
+    from airflow.api_fastapi.core_api.security import get_user
     from fastapi import HTTPException
     from fastapi.security import HTTPAuthorizationCredentials
     from starlette.requests import Request
-
-    from airflow.api_fastapi.core_api.security import get_user
 
     request = Request(scope)
     scheme, _, token = request.headers.get("authorization", "").partition(" ")

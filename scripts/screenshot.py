@@ -5,7 +5,8 @@
 
 Writes ``docs/sample-digest.html`` (a digest email's HTML part, rendered by
 :func:`include.living_review.digest.build_digest` from real pipeline rows),
-``docs/img/report.png`` (the static report, full page) and ``docs/img/digest.png``.
+``docs/img/report.png`` (the static report, full page) and ``docs/img/digest.png``;
+with ``--airflow-url`` also ``docs/img/report-in-airflow.png`` (the page inside the Airflow UI).
 
 Without ``--data-dir`` the data comes from ``tests/report/history.py``: the real
 pipeline steps run against the local fakes for four weekly runs, so the page has a
@@ -86,16 +87,24 @@ def page_height(page: Path, width: int = WIDTH) -> int:
     return int(match.group(1))
 
 
-def screenshot(page: Path, png: Path, *, width: int = WIDTH, height: int | None = None) -> Path:
-    """A PNG of ``page``: the whole page when ``height`` is None."""
-    height = height or page_height(page, width)
+def screenshot(page: Path | str, png: Path, *, width: int = WIDTH, height: int | None = None,
+               wait_ms: int = 0) -> Path:
+    """A PNG of ``page`` (a file, or a URL with ``height``): the whole file when ``height`` is None.
+
+    ``wait_ms`` gives a scripted page (the Airflow UI) virtual time to fetch and render.
+    """
+    if isinstance(page, Path):
+        height = height or page_height(page, width)
+        url = page.resolve().as_uri()
+    else:
+        url, height = page, height or 1000
     png.parent.mkdir(parents=True, exist_ok=True)
     png.unlink(missing_ok=True)
-    result = _run_chromium([f"--screenshot={png.resolve()}", f"--window-size={width},{height}",
-                            page.resolve().as_uri()])
+    extra = [f"--virtual-time-budget={wait_ms}"] if wait_ms else []
+    result = _run_chromium([*extra, f"--screenshot={png.resolve()}", f"--window-size={width},{height}", url])
     if result.returncode != 0 or not png.is_file():
         raise RuntimeError(f"chromium --screenshot failed ({result.returncode}): {result.stderr[-500:]}")
-    log.info("screenshot %s (%dx%d) -> %s", page.name, width, height, png)
+    log.info("screenshot %s (%dx%d) -> %s", url, width, height, png)
     return png
 
 
@@ -147,7 +156,7 @@ def _unfilter(kind: int, line: bytearray, prev: bytearray, bpp: int) -> None:
     if kind == 0:
         return
     if kind == 2:
-        line[:] = bytes((a + b) & 0xFF for a, b in zip(line, prev))
+        line[:] = bytes((a + b) & 0xFF for a, b in zip(line, prev, strict=True))
         return
     for i in range(len(line)):
         left = line[i - bpp] if i >= bpp else 0
@@ -232,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, help="use this data dir instead of building a sample history")
     parser.add_argument("--config", type=Path, help="the reviews config for --data-dir")
     parser.add_argument("--docs", type=Path, default=DOCS, help="where sample-digest.html and img/ go")
+    parser.add_argument("--airflow-url", help="also shoot the page inside a running Airflow UI at this base URL "
+                                              "(e.g. http://127.0.0.1:8080) -> img/report-in-airflow.png")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("include").setLevel(logging.WARNING)  # the pipeline's own progress is noise here
@@ -251,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         screenshot(page, args.docs / "img" / "report.png")
         digest = render_sample_digest(data_dir, config, args.docs / "sample-digest.html")
         screenshot(digest, args.docs / "img" / "digest.png", width=DIGEST_WIDTH)
+    if args.airflow_url:
+        # The UI embeds the plugin's page at /plugin/<url_route>; a logged-in session is
+        # needed, e.g. SIMPLE_AUTH_MANAGER_ALL_ADMINS=True on a local api-server.
+        screenshot(args.airflow_url.rstrip("/") + "/plugin/living-review", args.docs / "img" / "report-in-airflow.png",
+                   width=1400, height=1000, wait_ms=15000)
     return 0
 
 

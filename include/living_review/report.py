@@ -13,8 +13,8 @@ changes, quarantine, coverage ledger and manifest; see
 here, with no JavaScript and nothing fetched from the network, so the page works
 offline, in a sandboxed iframe and as a file attachment.
 
-Plain Python with no Airflow imports; pyarrow is imported inside the functions that
-read Parquet, so importing this module stays cheap for the plugin manager.
+Plain Python with no Airflow imports. The plugin imports this module (and with it
+pyarrow) only when the API server serves its first request, never at plugin load.
 """
 from __future__ import annotations
 
@@ -175,12 +175,18 @@ class Report:
     config_issues: list[str]
     data_dir: Path
     generated_at: dt.datetime
+    notices: list[str] = field(default_factory=list)
 
 
 # -- gathering ---------------------------------------------------------------------
 def gather(data_dir: str | Path | None = None, config_path: str | Path | None = None) -> Report:
     """Read every configured review's published data. Never raises for missing or bad files."""
-    data_path = Path(data_dir if data_dir is not None else settings.data_dir()).resolve()
+    raw = str(data_dir if data_dir is not None else settings.data_dir())
+    notices = []
+    if "://" in raw:
+        notices.append(f"The data directory {raw} is a URL; this page reads a local or mounted data directory "
+                       "(point LIVING_REVIEW_DATA_DIR at a mount of the bucket for the page).")
+    data_path = Path(raw).resolve()
     issues: list[str] = []
     reviews: list[ReviewConfig] = []
     where = str(config_path or settings.config_path())
@@ -190,9 +196,19 @@ def gather(data_dir: str | Path | None = None, config_path: str | Path | None = 
         issues = [str(issue) for issue in loaded.issues]
     except ConfigError as exc:
         issues = [str(issue) for issue in exc.issues]
-    return Report(reviews=[gather_review(review, data_path) for review in reviews], config_path=where,
-                  config_issues=issues, data_dir=data_path,
+    return Report(reviews=[_gather_safely(review, data_path) for review in reviews], config_path=where,
+                  config_issues=issues, data_dir=data_path, notices=notices,
                   generated_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
+
+
+def _gather_safely(review: ReviewConfig, data_dir: Path) -> ReviewReport:
+    try:
+        return gather_review(review, data_dir)
+    except Exception as exc:  # one review's odd files must not hide the other reviews
+        log.exception("report: cannot gather review %s", review.id)
+        report = ReviewReport(review_id=review.id, title=review.title, review_url=None, sources=list(review.sources))
+        report.problems.append(f"cannot read this review's data: {type(exc).__name__}: {exc}")
+        return report
 
 
 def gather_review(review: ReviewConfig, data_dir: Path) -> ReviewReport:
@@ -200,7 +216,7 @@ def gather_review(review: ReviewConfig, data_dir: Path) -> ReviewReport:
     from include.living_review.digest import review_url
 
     report = ReviewReport(review_id=review.id, title=review.title, review_url=review_url(review),
-                          sources=[s for s in review.sources])
+                          sources=list(review.sources))
     dates = published_dates(data_dir, review.id)
     report.snapshot_dates = dates
     report.unpublished = _unpublished_runs(data_dir, review.id, dates[-1] if dates else None)

@@ -65,10 +65,9 @@ def test_loading_plugins_imports_nothing_heavy() -> None:
 @pytest.fixture
 def client(history: History, monkeypatch) -> Any:
     """Airflow's own mounting code (``init_plugins``) on a bare FastAPI app, with login off."""
+    from airflow.api_fastapi.app import init_plugins
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
-
-    from airflow.api_fastapi.app import init_plugins
 
     monkeypatch.setenv("LIVING_REVIEW_DATA_DIR", str(history.data_dir))
     monkeypatch.setenv("LIVING_REVIEW_CONFIG", str(history.config))

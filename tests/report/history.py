@@ -131,7 +131,7 @@ def build_history(root: Path) -> History:
     papers, weeks = corpus_by_week()
     visible = {p.doi: set(p.visible_in) for p in papers}
     with LocalStack(papers, smtp=False, slack=False) as stack:
-        for day, dois in zip(WEEKS, weeks):
+        for day, dois in zip(WEEKS, weeks, strict=True):
             for paper in papers:
                 paper.visible_in = set(visible[paper.doi]) if paper.doi in dois else set()
             summary = _run_week(review, history.data_dir, day, stack)

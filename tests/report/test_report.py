@@ -135,7 +135,9 @@ def _publish(data_dir: Path, review_id: str, day: dt.date, titles: list[str], *,
 def test_page_survives_missing_damaged_and_blocked_data(tmp_path: Path) -> None:
     data = tmp_path / "data"
     bad_entry = {"id": "Not A Slug", "title": "x", "doi": "10.1000/y"}
-    config = _config(tmp_path / "reviews.yaml", ["never-run", "damaged", "blocked"], [bad_entry])
+    config = _config(tmp_path / "reviews.yaml", ["never-run", "damaged", "blocked", "odd-manifest"], [bad_entry])
+    odd = _publish(data, "odd-manifest", dt.date(2026, 1, 5), ["A"])
+    odd.manifest_file.write_text(json.dumps({"counts": {"new": "many"}}))
     damaged = _publish(data, "damaged", dt.date(2026, 1, 5), ["A"])
     damaged.snapshot_file.write_bytes(b"not parquet")
     _publish(data, "blocked", dt.date(2026, 1, 5), ["A", "B"], manifest=False)
@@ -145,7 +147,8 @@ def test_page_survives_missing_damaged_and_blocked_data(tmp_path: Path) -> None:
 
     report = rp.gather(data, config)
     assert len(report.config_issues) == 1 and "Not A Slug" in report.config_issues[0]
-    never, broken, blocked = report.reviews
+    never, broken, blocked, odd_one = report.reviews
+    assert odd_one.problems and "cannot read this review's data" in odd_one.problems[0]
     assert not never.has_snapshot
     assert broken.problems and "snapshot" in broken.problems[0]
     assert blocked.total_works == 2 and blocked.manifest is None and blocked.dq_status == "unknown"
@@ -156,7 +159,13 @@ def test_page_survives_missing_damaged_and_blocked_data(tmp_path: Path) -> None:
     assert "cannot read the snapshot" in html
     assert "publishing was blocked: 60% of rows failed" in html
     assert "problem in the reviews config" in html
-    assert html.count('class="review"') == 3
+    assert html.count('class="review"') == 4
+
+
+def test_an_object_store_data_dir_is_explained(tmp_path: Path) -> None:
+    report = rp.gather("s3://bucket/living-review", _config(tmp_path / "reviews.yaml", ["one-1"]))
+    assert report.notices and "is a URL" in report.notices[0]
+    assert "is a URL" in rp.render_html(report, rp.AppLinks())
 
 
 def test_untrusted_titles_are_escaped(tmp_path: Path) -> None:
