@@ -814,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help=f"data directory (default: ${settings.DATA_DIR_ENV} or ./data)")
     parser.add_argument("--config", help="reviews config (default: $LIVING_REVIEW_CONFIG or include/reviews.yaml)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # unreadable files; the path is printed
     target = write_static(args.out, data_dir=args.data_dir, config_path=args.config)
     print(f"report written to {target}")
     return 0
