@@ -177,8 +177,10 @@ def test_network_faults_are_retried_with_backoff_then_fail_clearly(fault):
     assert err.value.__cause__ is None or SECRET not in str(err.value.__cause__)
     assert len(sleeps) == 2 and 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 2.0  # capped exponential
     if fault == "DNS failure":
-        assert "Failed to resolve 'nonexistent.invalid'" in message
+        assert "cannot resolve nonexistent.invalid" in message
         assert DNS_LOOKUPS[before:] == ["nonexistent.invalid"] * 3  # answered locally: nothing left the machine
+    if fault == "connection refused":
+        assert "connection refused" in message
     if fault in ("connection reset", "read timeout"):
         assert len(fake.requests) == 3
 
