@@ -133,3 +133,22 @@ def year_of(value: object) -> int | None:
     except (TypeError, ValueError):
         return None
     return year if 1000 <= year <= 9999 else None
+
+
+# ISO 639-1 -> the ISO 639-2/B codes PubMed and Europe PMC use, for the languages
+# citing papers actually come in; anything else is kept as the source gives it.
+_LANG_639_2 = {
+    "en": "eng", "de": "ger", "fr": "fre", "es": "spa", "pt": "por", "it": "ita", "nl": "dut",
+    "zh": "chi", "ja": "jpn", "ko": "kor", "ru": "rus", "pl": "pol", "tr": "tur", "ar": "ara",
+    "fa": "per", "sv": "swe", "no": "nor", "da": "dan", "fi": "fin", "cs": "cze", "hu": "hun",
+    "el": "gre", "he": "heb", "id": "ind", "uk": "ukr", "ro": "rum", "hr": "hrv", "sr": "srp",
+}
+
+
+def normalize_language(value: object) -> str | None:
+    """One vocabulary for ``language``: ISO 639-2 (``eng``) as PubMed writes it."""
+    text = clean_text(value)
+    if text is None:
+        return None
+    lowered = text.lower()
+    return _LANG_639_2.get(lowered, lowered)

@@ -405,7 +405,7 @@ def compute_changes(previous: list[dict[str, Any]], current: list[dict[str, Any]
             changes.append({"work_id": row["work_id"], "change": "added", "changed_fields": [],
                             "title": row["title"], "doi": row["doi"], "detail": None})
             continue
-        changed = [f for f in TRACKED_FIELDS if _norm(old.get(f)) != _norm(row.get(f))]
+        changed = [f for f in TRACKED_FIELDS if _norm(old.get(f), f) != _norm(row.get(f), f)]
         if changed:
             detail = {f: [_show(old.get(f)), _show(row.get(f))] for f in changed}
             changes.append({"work_id": row["work_id"], "change": "updated", "changed_fields": changed,
@@ -418,8 +418,15 @@ def compute_changes(previous: list[dict[str, Any]], current: list[dict[str, Any]
     return changes
 
 
-def _norm(value: Any) -> Any:
-    return list(value) if isinstance(value, (list, tuple)) else value
+# Lists whose order carries no meaning: compared as sets, so a new reporting source
+# reordering them is not an "update".
+UNORDERED_FIELDS = frozenset({"publication_types", "sources"})
+
+
+def _norm(value: Any, field: str = "") -> Any:
+    if isinstance(value, (list, tuple)):
+        return sorted(value) if field in UNORDERED_FIELDS else list(value)
+    return value
 
 
 def _show(value: Any) -> Any:
@@ -500,6 +507,7 @@ def publish(ctx: RunContext) -> dict[str, Any]:
             },
             "coverage": {c["source"]: c["works"] for c in coverage if c["source"] != "crossref"}
             | {"union": sum(1 for r in rows if r.get("last_reported") == ctx.run_ts)},
+            "merge": merge.get("merge_stats", {}),
             "data_quality": validation,
             "changes": {kind: sum(1 for c in changes if c["change"] == kind)
                         for kind in ("added", "updated", "no_longer_reported")},

@@ -61,6 +61,10 @@ class LocalStack:
         self.papers = papers
         for fake in self.fakes.values():
             fake.papers = papers
+            # fakes built with the default "everything cites the seed review" mapping
+            cited_by = getattr(fake, "cited_by", None)
+            if isinstance(cited_by, dict) and len(cited_by) == 1:
+                cited_by[next(iter(cited_by))] = papers
 
     def env(self) -> dict[str, str]:
         env: dict[str, str] = {}

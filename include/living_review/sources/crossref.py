@@ -20,7 +20,7 @@ from include.living_review.config import ReviewConfig
 from include.living_review.http import BodyError, HttpClient, SourceError, parse_json
 from include.living_review.ids import normalize_doi
 from include.living_review.models import Work
-from include.living_review.normalize import author_name, clean_text, clean_title, make_date, year_of
+from include.living_review.normalize import author_name, clean_text, clean_title, make_date, normalize_language, year_of
 from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped, check_raw_contract
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def from_crossref(message: dict[str, Any]) -> Work:
         issue=clean_text(message.get("issue")),
         pages=clean_text(message.get("page")) or clean_text(message.get("article-number")),
         publication_types=[kind] if kind else [],
-        language=clean_text(message.get("language")),
+        language=normalize_language(message.get("language")),
         is_retracted=retracted,
         sources=[SOURCE],
         source_ids={SOURCE: doi} if doi else {},

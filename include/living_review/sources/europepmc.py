@@ -18,7 +18,7 @@ from include.living_review.config import ReviewConfig
 from include.living_review.http import BodyError, HttpClient, parse_json
 from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_pmid
 from include.living_review.models import Work
-from include.living_review.normalize import (author_name, clean_text, clean_title, make_date,
+from include.living_review.normalize import (author_name, clean_text, clean_title, make_date, normalize_language,
                                              parse_iso_date, year_of)
 from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped, check_raw_contract
 
@@ -96,7 +96,7 @@ def from_europepmc(raw: dict[str, Any]) -> Work:
         issue=clean_text(journal_info.get("issue")),
         pages=clean_text(raw.get("pageInfo")),
         publication_types=pub_types,
-        language=clean_text(raw.get("language")),
+        language=normalize_language(raw.get("language")),
         is_retracted=retracted,
         sources=[SOURCE],
         source_ids={SOURCE: record_id} if record_id else {},

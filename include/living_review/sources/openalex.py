@@ -19,7 +19,8 @@ from include.living_review.config import ReviewConfig
 from include.living_review.http import BodyError, HttpClient, SourceError, parse_json
 from include.living_review.ids import normalize_doi, normalize_openalex_id, normalize_pmcid, normalize_pmid
 from include.living_review.models import Work
-from include.living_review.normalize import author_from_display, clean_text, clean_title, parse_iso_date, year_of
+from include.living_review.normalize import (author_from_display, clean_text, clean_title, normalize_language,
+                                             parse_iso_date, year_of)
 from include.living_review.sources.base import (KnownWorks, RawContractError, SourceResult, SourceSkipped,
                                                 check_raw_contract)
 
@@ -80,7 +81,7 @@ def from_openalex(raw: dict[str, Any]) -> Work:
         issue=clean_text(biblio.get("issue")),
         pages=_pages(biblio),
         publication_types=list(dict.fromkeys(types)),
-        language=clean_text(raw.get("language")),
+        language=normalize_language(raw.get("language")),
         is_retracted=bool(raw.get("is_retracted")),
         sources=[SOURCE],
         source_ids={SOURCE: openalex_id} if openalex_id else {},

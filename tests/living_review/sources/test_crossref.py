@@ -77,7 +77,7 @@ def test_gzip_cassette_maps_every_field_and_reads_updated_by():
     assert (work.journal, work.journal_abbrev) == ("PLoS ONE", "PLoS ONE")
     assert (work.publication_year, work.publication_date) == (2012, dt.date(2012, 3, 21))
     assert (work.volume, work.issue, work.pages) == ("7", "3", "e33693")
-    assert (work.publication_types, work.language) == (["journal-article"], "en")
+    assert (work.publication_types, work.language) == (["journal-article"], "eng")  # ISO 639-1 "en" normalized to PubMed's vocabulary
     assert work.sources == ["crossref"] and work.source_ids == {"crossref": "10.1371/journal.pone.0033693"}
     # The recorded updated-by is a correction: the work still stands...
     assert message["updated-by"][0]["type"] == "correction" and work.is_retracted is False

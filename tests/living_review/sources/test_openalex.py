@@ -84,7 +84,7 @@ def test_maps_a_real_singleton_with_url_shaped_ids() -> None:
     assert work.publication_year == 2018
     assert work.publication_date == dt.date(2018, 2, 13)
     assert work.publication_types == ["article", "journal-article"]
-    assert work.language == "en"
+    assert work.language == "eng"  # "en" normalized to PubMed's ISO 639-2 vocabulary
     assert work.is_retracted is False
     assert work.sources == ["openalex"] and work.source_ids == {"openalex": "W2741809807"}
     assert json.loads(work.raw or "")["id"] == "https://openalex.org/W2741809807"
