@@ -19,6 +19,7 @@ help:
 	@echo "make demo         the same DAGs offline against bundled local stand-ins"
 	@echo "make bench        performance benchmarks (prints a table, writes bench/results.json)"
 	@echo "make quarantine   list what is in quarantine and why"
+	@echo "make report       write the living-review page as static HTML (<data_dir>/report/)"
 	@echo "make check-config validate include/reviews.yaml"
 
 $(VENV)/.installed: requirements.txt
@@ -53,6 +54,12 @@ test: $(VENV)/.installed
 
 bench: airflow-db
 	@$(PY) -m bench.run_all
+
+report: $(VENV)/.installed
+	@$(PY) -m include.living_review.report
+
+screenshots: $(VENV)/.installed
+	@$(PY) -m scripts.screenshot
 
 quarantine: $(VENV)/.installed
 	@$(PY) -m include.living_review.cli quarantine
