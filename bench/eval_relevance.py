@@ -1,4 +1,4 @@
-"""Evaluate the relevance scorers on the labelled set: ``python -m bench.eval_relevance [--show]``.
+"""Evaluate the relevance scorers on the labelled set: ``python -m bench.eval_relevance [--show] [--titles-only]``.
 
 The set is ``tests/fixtures/relevance/labelled_works.yaml`` (labels documented in
 the README beside it). For each scorer that is installed, with and without the
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +136,13 @@ def ranked_listing(data: LabelledSet, evaluation: Evaluation) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--show", action="store_true", help="list every work with its score and reason")
+    parser.add_argument("--titles-only", action="store_true",
+                        help="drop every abstract first (as when no source sends one)")
     args = parser.parse_args(argv)
     data = load_labelled_set()
+    if args.titles_only:
+        data = replace(data, works=[{**w, "abstract": None} for w in data.works])
+        print("Titles only: every abstract dropped.")
     rows: list[Evaluation | str] = []
     notes: list[str] = []
     for scorer in relevance.SCORERS:

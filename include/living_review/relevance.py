@@ -140,6 +140,8 @@ def score_works(review_text: str, scope_keywords: Sequence[str], works: Sequence
         raise ValueError(f"unknown relevance scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
     if not works:
         return []
+    # A keyword made only of stop words can never match; it must not weigh on the score.
+    scope_keywords = [k for k in scope_keywords if _keyword_features(k)]
     titles = [_text(w.get("title")) for w in works]
     abstracts = [_text(w.get("abstract")) for w in works]
     docs = [_doc(t, a) for t, a in zip(titles, abstracts, strict=True)]
@@ -182,20 +184,29 @@ def _stem(word: str) -> str:
     return word
 
 
+@lru_cache(maxsize=100_000)
+def _token(word: str) -> tuple[str, str] | None:
+    """(stem, surface) of a word as written, or None for a stop word, a number or a letter."""
+    # The plural of an acronym ("PSSs") is the acronym.
+    word = word[:-1].lower() if _ACRONYM_PLURAL.fullmatch(word) else word.lower()
+    if word in STOP_WORDS or len(word) < 2 or word.isdigit():
+        return None
+    return _stem(word), word
+
+
 def _phrases(text: str) -> list[list[tuple[str, str]]]:
     """Runs of content words as (stem, surface); punctuation and stop words end a run."""
     runs: list[list[tuple[str, str]]] = []
     for piece in _PHRASE_BREAK.split(text):
         run: list[tuple[str, str]] = []
         for word in _WORD.findall(piece):
-            # The plural of an acronym ("PSSs") is the acronym.
-            word = word[:-1].lower() if _ACRONYM_PLURAL.fullmatch(word) else word.lower()
-            if word in STOP_WORDS or len(word) < 2 or word.isdigit():
+            token = _token(word)
+            if token is None:
                 if run:
                     runs.append(run)
                 run = []
-                continue
-            run.append((_stem(word), word))
+            else:
+                run.append(token)
         if run:
             runs.append(run)
     return runs
