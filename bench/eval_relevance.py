@@ -1,11 +1,14 @@
-"""Evaluate the relevance scorers on the labelled set: ``python -m bench.eval_relevance [--show] [--titles-only]``.
+"""Evaluate the relevance scorers on the labelled set: ``python -m bench.eval_relevance``.
+
+Options: ``--show`` (every work with its score and reason), ``--titles-only``.
 
 The set is ``tests/fixtures/relevance/labelled_works.yaml`` (labels documented in
 the README beside it). For each scorer that is installed, with and without the
 set's scope keywords, prints precision@5, precision@10 and the recall of the
 "Likely relevant" section (relevant works scoring at least the threshold), plus that
-section's size and precision and the average precision (AP) of the whole ranking. ``--show`` lists every work with its score and reason.
-The embedding rows read "not installed" without the optional extra.
+section's size and precision and the average precision (AP) of the whole ranking.
+``--titles-only`` drops every abstract first. The embedding rows read "not installed"
+without the optional extra.
 """
 from __future__ import annotations
 

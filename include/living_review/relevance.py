@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import logging
 import os
 import re
@@ -255,7 +256,7 @@ def _keyword_features(keyword: str) -> frozenset[str]:
         if len(stems) == 1:
             needed.add(stems[0])
         else:
-            needed.update(f"{a} {b}" for a, b in zip(stems, stems[1:]))
+            needed.update(f"{a} {b}" for a, b in itertools.pairwise(stems))
     return frozenset(needed)
 
 
@@ -301,9 +302,12 @@ def _tfidf(review_text: str, docs: Sequence[_Doc]) -> tuple[np.ndarray, list[str
     cosine = np.bincount(pair_doc, weights=contribution, minlength=n_docs)[1:]
 
     names = list(vocabulary)
-    # Per work, its shared features by descending contribution (ties by feature name).
+    # Feature ids follow the input order; ranking ties by name keeps reasons independent of it.
+    name_rank = np.empty(n_features, dtype=np.int64)
+    name_rank[np.argsort(np.asarray(names, dtype=object), kind="stable")] = np.arange(n_features)
+    # Per work, its shared features by descending contribution.
     shared = np.flatnonzero((contribution > 0) & ~mine)
-    order = shared[np.lexsort((pair_feature[shared], -contribution[shared], pair_doc[shared]))]
+    order = shared[np.lexsort((name_rank[pair_feature[shared]], -contribution[shared], pair_doc[shared]))]
     top: dict[int, list[str]] = {}
     for pair in order:
         top.setdefault(int(pair_doc[pair]) - 1, []).append(names[pair_feature[pair]])

@@ -6,6 +6,7 @@ recorded in docs/relevance.md, but no threshold on them is asserted.
 """
 from __future__ import annotations
 
+import itertools
 import random
 import sys
 from pathlib import Path
@@ -101,7 +102,7 @@ def test_ordering_by_score_is_stable(data, scored):
     scores = [score for score, _ in scored]
     order = order_by_relevance(scores)
     assert sorted(order) == list(range(len(scores)))
-    assert all(scores[a] >= scores[b] for a, b in zip(order, order[1:]))
+    assert all(scores[a] >= scores[b] for a, b in itertools.pairwise(order))
     assert order_by_relevance([score for score, _ in score_works(
         data.review_text, data.scope_keywords, data.works)]) == order
     # Ties keep their input order.
