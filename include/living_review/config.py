@@ -63,6 +63,8 @@ class ReviewConfig(BaseModel):
     schedule: str = "@weekly"
     sources: list[SourceName] = Field(default_factory=lambda: ["pubmed"], min_length=1)
     scope_keywords: list[str] = Field(default_factory=list)
+    # The review's own abstract: the scope its citing works are scored against.
+    abstract: str | None = None
     digest: DigestConfig = Field(default_factory=DigestConfig)
 
     @field_validator("id")

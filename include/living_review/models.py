@@ -37,6 +37,13 @@ class Work:
     is_retracted: bool = False
     sources: list[str] = field(default_factory=list)
     source_ids: dict[str, str] = field(default_factory=dict)
+    abstract: str | None = None
+    # Notices the source links to this work: "retraction", "correction", "expression_of_concern",
+    # optionally followed by ":<id of the notice>".
+    update_notices: list[str] = field(default_factory=list)
+    # DOIs of other versions of the same work (preprint <-> published), from source relations.
+    related_dois: list[str] = field(default_factory=list)
+    is_preprint: bool = False
     # The record exactly as the source sent it (JSON text), kept for quarantine.
     raw: str | None = None
 
@@ -50,6 +57,11 @@ class Work:
 
 
 WORK_FIELDS = tuple(f.name for f in fields(Work))
+
+# One version of a work: its DOI (or other id) and whether it is the preprint or the
+# published (journal, book, proceedings) version.
+VERSION_TYPE = pa.struct([pa.field("id", pa.string()), pa.field("kind", pa.string()),
+                          pa.field("date", pa.date32())])
 
 CITING_WORKS_SCHEMA = pa.schema([
     pa.field("work_id", pa.string(), nullable=False),
@@ -75,7 +87,12 @@ CITING_WORKS_SCHEMA = pa.schema([
     pa.field("source_ids", pa.map_(pa.string(), pa.string())),
     pa.field("first_seen", pa.timestamp("us", tz="UTC")),
     pa.field("last_reported", pa.timestamp("us", tz="UTC")),
-], metadata={"contract": "living-review citing_works v2"})
+    pa.field("abstract", pa.string()),
+    pa.field("update_notices", pa.list_(pa.string())),
+    pa.field("versions", pa.list_(VERSION_TYPE)),
+    pa.field("relevance", pa.float32()),
+    pa.field("relevance_reason", pa.string()),
+], metadata={"contract": "living-review citing_works v3"})
 
 QUARANTINE_SCHEMA = pa.schema([
     pa.field("work_id", pa.string()),
@@ -92,8 +109,9 @@ QUARANTINE_SCHEMA = pa.schema([
 # null here (OpenCitations lists ids only); the merge and validation decide.
 STAGED_SCHEMA = pa.schema(
     [pa.field(f.name, f.type) for f in CITING_WORKS_SCHEMA
-     if f.name not in ("work_id", "first_seen", "last_reported")]
-    + [pa.field("omid", pa.string()), pa.field("raw", pa.string())]
+     if f.name not in ("work_id", "first_seen", "last_reported", "versions", "relevance", "relevance_reason")]
+    + [pa.field("omid", pa.string()), pa.field("related_dois", pa.list_(pa.string())),
+       pa.field("is_preprint", pa.bool_()), pa.field("raw", pa.string())]
 )
 
 
@@ -112,5 +130,8 @@ def table_to_works(table: pa.Table) -> list[Work]:
         row["authors"] = row["authors"] or []
         row["publication_types"] = row["publication_types"] or []
         row["sources"] = row["sources"] or []
+        row["update_notices"] = row.get("update_notices") or []
+        row["related_dois"] = row.get("related_dois") or []
+        row["is_preprint"] = bool(row.get("is_preprint"))
         works.append(Work(**{k: row[k] for k in WORK_FIELDS if k in row}))
     return works

@@ -152,3 +152,44 @@ def normalize_language(value: object) -> str | None:
         return None
     lowered = text.lower()
     return _LANG_639_2.get(lowered, lowered)
+
+
+# Keys are lowercased with spaces, '_' and '-' removed: PubMed "RetractionIn", Europe PMC
+# "Retraction in", Crossref "retraction" all land on the same kind.
+_NOTICE_KINDS = {
+    "retraction": "retraction", "retractionin": "retraction", "withdrawal": "retraction", "removal": "retraction",
+    "correction": "correction", "correctionin": "correction", "erratum": "correction", "erratumin": "correction",
+    "corrigendum": "correction", "expressionofconcern": "expression_of_concern",
+    "expressionofconcernin": "expression_of_concern",
+}
+PREPRINT_TYPES = frozenset({"preprint", "posted-content", "posted_content"})
+
+
+def notice_kind(value: object) -> str | None:
+    """``retraction``, ``correction`` or ``expression_of_concern`` from any source's wording."""
+    if value is None:
+        return None
+    key = re.sub(r"[\s_\-]+", "", str(value)).lower()
+    return _NOTICE_KINDS.get(key)
+
+
+def notice(kind: str | None, ident: object = None) -> str | None:
+    """An ``update_notices`` entry: ``kind`` or ``kind:<id>``."""
+    if not kind:
+        return None
+    ident = clean_text(ident)
+    return f"{kind}:{ident}" if ident else kind
+
+
+def is_preprint_type(types: object) -> bool:
+    return any(str(t).strip().lower() in PREPRINT_TYPES for t in (types or []))
+
+
+def clean_abstract(value: object) -> str | None:
+    """Abstract text without markup (JATS, HTML, MathML), whitespace collapsed."""
+    if isinstance(value, (list, tuple)):
+        value = " ".join(str(v) for v in value if v)
+    text, _ = clean_title(value)
+    if text and text.lower().startswith("abstract "):
+        text = text[9:]
+    return text

@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 MANIFEST_VERSION = "1.0"
 ID_COLUMNS = ("doi", "pmid", "pmcid", "openalex_id", "s2_paper_id")
 TRACKED_FIELDS = ("doi", "pmid", "pmcid", "title", "journal", "publication_year", "publication_date",
-                  "publication_types", "is_retracted", "authors")
+                  "publication_types", "is_retracted", "authors", "update_notices", "versions")
+
+CHANGE_KINDS = ("added", "updated", "no_longer_reported", "retracted", "corrected", "preprint_published")
 
 COVERAGE_SCHEMA = pa.schema([
     pa.field("source", pa.string(), nullable=False),
@@ -229,15 +231,36 @@ def merge_sources(ctx: RunContext) -> dict[str, Any]:
         else:
             row["last_reported"] = old.get("last_reported") if old else None
     _attach_raw(rows, records)
+    scoring = score_relevance(ctx.review, rows)
     table = _merged_table(rows)
     write_parquet_atomic(table, ctx.staged("merged.parquet"))
     new = sum(1 for r in rows if r["first_seen"] == ctx.run_ts)
     summary = {"records_in": len(records), "works_out": len(rows), "new": new,
-               "merge_stats": _jsonable(getattr(result, "stats", {}))}
+               "merge_stats": _jsonable(getattr(result, "stats", {})), "relevance": scoring}
     write_json_atomic(summary, ctx.staged("merge.json"))
     log.info("merge: %d records from %s -> %d works (%d new, %d carried from the previous snapshot)",
              len(records), ", ".join(ok) or "no source", len(rows), new, len(prev))
     return summary
+
+
+def score_relevance(review: ReviewConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Score every work against the review's scope, in one call (TF-IDF scores are batch-relative)."""
+    from include.living_review import relevance
+
+    scorer = settings.RELEVANCE_SCORER
+    text = relevance.build_review_text(review.title, review.abstract, review.scope_keywords)
+    started = time.monotonic()
+    try:
+        scores = relevance.score_works(text, list(review.scope_keywords), rows, scorer=scorer)
+    except relevance.EmbeddingScorerUnavailable as exc:
+        log.warning("relevance: %s; falling back to the tfidf scorer", exc)
+        scorer = "tfidf"
+        scores = relevance.score_works(text, list(review.scope_keywords), rows, scorer=scorer)
+    for row, (score, reason) in zip(rows, scores):
+        row["relevance"], row["relevance_reason"] = score, reason
+    likely = sum(1 for score, _ in scores if relevance.is_likely_relevant(score))
+    log.info("relevance: scored %d works with %s (%d likely relevant)", len(rows), scorer, likely)
+    return {"scorer": scorer, "likely_relevant": likely, "seconds": round(time.monotonic() - started, 3)}
 
 
 def _as_rows(works: Iterable[Any]) -> list[dict[str, Any]]:
@@ -279,7 +302,7 @@ def _merged_table(rows: list[dict[str, Any]]) -> pa.Table:
         values = [r.get(name) for r in rows]
         if name == "source_ids":
             values = [list((v or {}).items()) if isinstance(v, dict) else (v or []) for v in values]
-        elif name in ("authors", "publication_types", "sources"):
+        elif name in ("authors", "publication_types", "sources", "update_notices", "versions"):
             values = [list(v or []) for v in values]
         elif name in ("is_retracted", "title_is_translated"):
             values = [bool(v) for v in values]
@@ -410,6 +433,7 @@ def compute_changes(previous: list[dict[str, Any]], current: list[dict[str, Any]
             detail = {f: [_show(old.get(f)), _show(row.get(f))] for f in changed}
             changes.append({"work_id": row["work_id"], "change": "updated", "changed_fields": changed,
                             "title": row["title"], "doi": row["doi"], "detail": json.dumps(detail, default=str)})
+        changes.extend(_events(old, row))
         was_reported = prev_run is not None and old.get("last_reported") == prev_run
         if was_reported and row.get("last_reported") != run_ts:
             changes.append({"work_id": row["work_id"], "change": "no_longer_reported", "changed_fields": [],
@@ -420,7 +444,32 @@ def compute_changes(previous: list[dict[str, Any]], current: list[dict[str, Any]
 
 # Lists whose order carries no meaning: compared as sets, so a new reporting source
 # reordering them is not an "update".
-UNORDERED_FIELDS = frozenset({"publication_types", "sources"})
+UNORDERED_FIELDS = frozenset({"publication_types", "sources", "update_notices"})
+
+
+def _notices(row: dict[str, Any], kind: str) -> set[str]:
+    return {n for n in (row.get("update_notices") or []) if n.split(":", 1)[0] == kind}
+
+
+def _version_kinds(row: dict[str, Any]) -> set[str]:
+    return {v.get("kind") for v in (row.get("versions") or []) if isinstance(v, dict)}
+
+
+def _events(old: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The change-feed events a reviewer must hear about: retractions, corrections, publication."""
+    def event(kind: str, detail: dict[str, Any]) -> dict[str, Any]:
+        return {"work_id": row["work_id"], "change": kind, "changed_fields": [], "title": row["title"],
+                "doi": row["doi"], "detail": json.dumps(detail, default=str)}
+
+    events = []
+    if row.get("is_retracted") and not old.get("is_retracted"):
+        events.append(event("retracted", {"notices": sorted(_notices(row, "retraction"))}))
+    new_corrections = _notices(row, "correction") - _notices(old, "correction")
+    if new_corrections:
+        events.append(event("corrected", {"notices": sorted(new_corrections)}))
+    if _version_kinds(old) == {"preprint"} and "published" in _version_kinds(row):
+        events.append(event("preprint_published", {"versions": row.get("versions")}))
+    return events
 
 
 def _norm(value: Any, field: str = "") -> Any:
@@ -510,7 +559,7 @@ def publish(ctx: RunContext) -> dict[str, Any]:
             "merge": merge.get("merge_stats", {}),
             "data_quality": validation,
             "changes": {kind: sum(1 for c in changes if c["change"] == kind)
-                        for kind in ("added", "updated", "no_longer_reported")},
+                        for kind in CHANGE_KINDS},
             "paths": {"snapshot": str(layout.snapshot_file), "quarantine": str(layout.quarantine_file),
                       "changes": str(layout.changes_file), "coverage": str(layout.coverage_file),
                       "data_docs": validation.get("data_docs")},

@@ -46,10 +46,12 @@ from typing import Any
 
 import numpy as np
 
+from include.living_review import settings
+
 log = logging.getLogger(__name__)
 
 SCORERS: tuple[str, ...] = ("tfidf", "embedding")
-LIKELY_RELEVANT_THRESHOLD = 0.4
+LIKELY_RELEVANT_THRESHOLD = settings.LIKELY_RELEVANT_THRESHOLD  # one threshold for digest and report
 TEXT_WEIGHT = 0.6
 KEYWORD_WEIGHT = 0.4
 KEYWORDS_FOR_FULL_SCORE = 2.0   # two keywords in the title give the keyword part 1.0

@@ -71,6 +71,10 @@ SOURCE_DROP_SHARE = 0.5
 ROW_DROP_SHARE = 0.2
 
 BASELINE_DIGEST_ITEMS = 20
+# Relevance triage: "tfidf" (default, no extra install) or "embedding" (needs
+# requirements-embeddings.txt, ~1.2 GB); see docs/relevance.md.
+RELEVANCE_SCORER = os.environ.get("LIVING_REVIEW_RELEVANCE_SCORER", "tfidf")
+LIKELY_RELEVANT_THRESHOLD = 0.4
 SLACK_MAX_ITEMS = 10
 FUZZY_TITLE_THRESHOLD = 93.0
 

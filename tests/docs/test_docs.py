@@ -182,7 +182,8 @@ def test_manifests_hold_the_audit_trail(built):
     assert second["enrichment"]["source"] == "crossref"
     assert second["counts"]["quarantined"] == 1 and second["counts"]["new"] == 1
     assert second["counts"]["published"] == second["counts"]["after_merge"] - second["counts"]["quarantined"]
-    assert second["changes"] == {"added": 1, "updated": 1, "no_longer_reported": 1}
+    assert second["changes"] == {"added": 1, "updated": 1, "no_longer_reported": 1,
+                                 "retracted": 0, "corrected": 0, "preprint_published": 0}
     assert second["coverage"]["union"] == second["counts"]["published"] - 1  # the dropped paper is kept
     for stats in second["sources"].values():
         assert stats["status"] == "ok" and stats["http"]["status_counts"] and stats["query"]
@@ -421,7 +422,7 @@ def test_audit_trail_jq_recipes(built):
 
 def test_data_dictionary_names_every_column_and_manifest_key(built):
     from include.living_review.models import CITING_WORKS_SCHEMA, QUARANTINE_SCHEMA
-    from include.living_review.pipeline import CHANGES_SCHEMA, COVERAGE_SCHEMA, TRACKED_FIELDS
+    from include.living_review.pipeline import CHANGE_KINDS, CHANGES_SCHEMA, COVERAGE_SCHEMA, TRACKED_FIELDS
 
     text = (DOCS / "data-dictionary.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"`([^`\s]+)`", text))
@@ -429,7 +430,7 @@ def test_data_dictionary_names_every_column_and_manifest_key(built):
         "citing_works": set(CITING_WORKS_SCHEMA.names) | {"review_id", "snapshot_date"},
         "quarantine": set(QUARANTINE_SCHEMA.names),
         "coverage": set(COVERAGE_SCHEMA.names),
-        "changes": set(CHANGES_SCHEMA.names) | {"added", "updated", "no_longer_reported"} | set(TRACKED_FIELDS),
+        "changes": set(CHANGES_SCHEMA.names) | set(CHANGE_KINDS) | set(TRACKED_FIELDS),
         "manifest": set(built.manifest(WEEK2)) | set(load_schema()["properties"]),
         "counts": set(built.manifest(WEEK2)["counts"]),
     }
@@ -448,9 +449,10 @@ def _type_word(arrow_type: Any) -> str:
     import pyarrow as pa
 
     if pa.types.is_list(arrow_type):
-        return "list<string>"
+        return "list<struct<" if pa.types.is_struct(arrow_type.value_type) else "list<string>"
     if pa.types.is_map(arrow_type):
         return "map<string, string>"
     if pa.types.is_timestamp(arrow_type):
         return "timestamp[us, UTC]"
-    return {"string": "string", "bool": "bool", "int32": "int32", "date32[day]": "date32"}[str(arrow_type)]
+    return {"string": "string", "bool": "bool", "int32": "int32", "date32[day]": "date32",
+            "float": "float32"}[str(arrow_type)]

@@ -20,7 +20,8 @@ from include.living_review.config import ReviewConfig
 from include.living_review.http import BodyError, HttpClient, SourceError, parse_json
 from include.living_review.ids import normalize_doi
 from include.living_review.models import Work
-from include.living_review.normalize import author_name, clean_text, clean_title, make_date, normalize_language, year_of
+from include.living_review.normalize import (author_name, clean_abstract, clean_text, clean_title, make_date,
+                                             normalize_language, notice, notice_kind, year_of)
 from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped, check_raw_contract
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,13 @@ def from_crossref(message: dict[str, Any]) -> Work:
                                          | _update_types(message.get("update-to"))))
     doi = normalize_doi(message.get("DOI"))
     kind = clean_text(message.get("type"))
+    notices = [notice(notice_kind(u.get("type")), normalize_doi(u.get("DOI")))
+               for u in (message.get("updated-by") or []) if isinstance(u, dict)]
+    relation = message.get("relation") or {}
+    # Crossref relations link a preprint and its published version both ways.
+    related = [normalize_doi(r.get("id")) for key in ("is-preprint-of", "has-preprint", "is-version-of",
+                                                        "has-version")
+               for r in (relation.get(key) or []) if isinstance(r, dict) and r.get("id-type") == "doi"]
     return Work(
         title=title,
         title_is_translated=translated,
@@ -97,6 +105,10 @@ def from_crossref(message: dict[str, Any]) -> Work:
         is_retracted=retracted,
         sources=[SOURCE],
         source_ids={SOURCE: doi} if doi else {},
+        abstract=clean_abstract(message.get("abstract")),
+        update_notices=sorted({n for n in notices if n}),
+        related_dois=sorted({d for d in related if d and d != doi}),
+        is_preprint=kind == "posted-content" or message.get("subtype") == "preprint",
         raw=json.dumps(message, ensure_ascii=False),
     )
 

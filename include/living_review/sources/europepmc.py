@@ -18,7 +18,8 @@ from include.living_review.config import ReviewConfig
 from include.living_review.http import BodyError, HttpClient, parse_json
 from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_pmid
 from include.living_review.models import Work
-from include.living_review.normalize import (author_name, clean_text, clean_title, make_date, normalize_language,
+from include.living_review.normalize import (author_name, clean_abstract, clean_text, clean_title, is_preprint_type,
+                                             make_date, normalize_language, notice, notice_kind,
                                              parse_iso_date, year_of)
 from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped, check_raw_contract
 
@@ -100,6 +101,10 @@ def from_europepmc(raw: dict[str, Any]) -> Work:
         is_retracted=retracted,
         sources=[SOURCE],
         source_ids={SOURCE: record_id} if record_id else {},
+        abstract=clean_abstract(raw.get("abstractText")),
+        update_notices=sorted({n for n in (notice(notice_kind(c.get("type")), c.get("id") or c.get("reference"))
+                                           for c in corrections if isinstance(c, dict)) if n}),
+        is_preprint=raw.get("source") == "PPR" or is_preprint_type(pub_types),
         raw=json.dumps(raw, ensure_ascii=False),
     )
 

@@ -19,7 +19,8 @@ from include.living_review.config import ReviewConfig
 from include.living_review.http import BodyError, HttpClient, SourceError, parse_json
 from include.living_review.ids import normalize_doi, normalize_openalex_id, normalize_pmcid, normalize_pmid
 from include.living_review.models import Work
-from include.living_review.normalize import (author_from_display, clean_text, clean_title, normalize_language,
+from include.living_review.normalize import (author_from_display, clean_abstract, clean_text, clean_title,
+                                             is_preprint_type, normalize_language,
                                              parse_iso_date, year_of)
 from include.living_review.sources.base import (KnownWorks, RawContractError, SourceResult, SourceSkipped,
                                                 check_raw_contract)
@@ -33,7 +34,7 @@ NO_KEY = ("openalex: no API key configured; set the api_key in the openalex conn
 # Only the root fields from_openalex reads: a full Work is ~15 KB, mostly abstract,
 # concepts and reference lists we never use.
 SELECT_FIELDS = ("id", "ids", "doi", "title", "publication_year", "publication_date", "authorships",
-                 "primary_location", "biblio", "type", "type_crossref", "language", "is_retracted")
+                 "primary_location", "biblio", "type", "type_crossref", "language", "is_retracted", "abstract_inverted_index")
 REVIEW_ID_MARKER = "openalex_review_id"
 REVIEW_KEY_MARKER = "openalex_review_key"
 
@@ -48,6 +49,15 @@ def _pages(biblio: dict[str, Any]) -> str | None:
     if first and last and first != last:
         return f"{first}-{last}"
     return first or last
+
+
+def abstract_from_inverted_index(index: object) -> str | None:
+    """OpenAlex ships abstracts as {word: [positions]}; rebuild the text."""
+    if not isinstance(index, dict) or not index:
+        return None
+    positions = sorted((pos, word) for word, places in index.items() for pos in (places or [])
+                       if isinstance(pos, int))
+    return clean_abstract(" ".join(word for _, word in positions))
 
 
 def from_openalex(raw: dict[str, Any]) -> Work:
@@ -85,6 +95,9 @@ def from_openalex(raw: dict[str, Any]) -> Work:
         is_retracted=bool(raw.get("is_retracted")),
         sources=[SOURCE],
         source_ids={SOURCE: openalex_id} if openalex_id else {},
+        abstract=abstract_from_inverted_index(raw.get("abstract_inverted_index")),
+        update_notices=["retraction"] if raw.get("is_retracted") else [],
+        is_preprint=is_preprint_type(types),
         raw=json.dumps(raw, ensure_ascii=False),
     )
 

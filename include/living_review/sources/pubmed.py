@@ -24,7 +24,8 @@ from include.living_review.config import ReviewConfig
 from include.living_review.http import BodyError, HttpClient, RetryableError, SourceError
 from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_pmid
 from include.living_review.models import Work
-from include.living_review.normalize import clean_text, clean_title, make_date, medline_date, year_of
+from include.living_review.normalize import (clean_abstract, clean_text, clean_title, is_preprint_type, make_date,
+                                             medline_date, notice, notice_kind, year_of)
 from include.living_review.sources.base import KnownWorks, SourceResult, check_raw_contract
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,9 @@ def from_pubmed(article: dict[str, Any]) -> Work:
     retracted = "Retracted Publication" in pub_types or any(
         getattr(c, "attributes", {}).get("RefType") == "RetractionIn" for c in corrections)
     pmid = normalize_pmid(str(citation["PMID"]))
+    notices = [notice(notice_kind(getattr(c, "attributes", {}).get("RefType")), c.get("PMID"))
+               for c in corrections]
+    abstract = (art.get("Abstract") or {}).get("AbstractText") or []
     return Work(
         title=title,
         title_is_translated=translated,
@@ -185,6 +189,9 @@ def from_pubmed(article: dict[str, Any]) -> Work:
         is_retracted=retracted,
         sources=[SOURCE],
         source_ids={SOURCE: pmid} if pmid else {},
+        abstract=clean_abstract([str(part) for part in abstract]),
+        update_notices=sorted({n for n in notices if n}),
+        is_preprint=is_preprint_type(pub_types),
         raw=json.dumps(article, default=str, ensure_ascii=False),
     )
 

@@ -20,13 +20,13 @@ from include.living_review.config import ReviewConfig
 from include.living_review.http import HttpClient, parse_json
 from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_pmid
 from include.living_review.models import Work
-from include.living_review.normalize import author_from_display, clean_text, clean_title, parse_iso_date, year_of
+from include.living_review.normalize import author_from_display, clean_abstract, clean_text, clean_title, parse_iso_date, year_of
 from include.living_review.sources.base import KnownWorks, SourceResult, check_raw_contract
 
 log = logging.getLogger(__name__)
 SOURCE = "semanticscholar"
 # The citingPaper fields the mapper reads; asking for fewer keeps pages small.
-FIELDS = ("paperId", "externalIds", "title", "authors", "venue", "journal", "year",
+FIELDS = ("paperId", "externalIds", "title", "abstract", "authors", "venue", "journal", "year",
           "publicationDate", "publicationTypes")
 MAX_PAGE_SIZE = 1000
 # The citations endpoint serves only the first 10,000 entries: offset + limit must stay below it.
@@ -57,6 +57,7 @@ def from_semanticscholar(raw: dict[str, Any]) -> Work:
         publication_types=[str(t) for t in raw.get("publicationTypes") or []],
         sources=[SOURCE],
         source_ids={SOURCE: paper_id} if paper_id else {},
+        abstract=clean_abstract(raw.get("abstract")),
         raw=json.dumps(raw, ensure_ascii=False),
     )
 
