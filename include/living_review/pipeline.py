@@ -133,7 +133,9 @@ def _stats_path(ctx: RunContext, source: str) -> Path:
 def fetch_source(ctx: RunContext, source: str, client: Any) -> dict[str, Any]:
     """Ask one source for the review's citing works and stage them. Raises :class:`SourceFailed`."""
     prev_rows = previous_rows(ctx.layout)
-    known = KnownWorks.from_rows(r for r in prev_rows if r.get("title"))
+    # Works another configured review already has metadata for are not fetched again:
+    # a paper citing several reviews is fetched once and shared (the portfolio).
+    known = KnownWorks.from_rows(r for r in [*prev_rows, *portfolio_rows(ctx)] if r.get("title"))
     prev_source = last_ok_stats(ctx.layout, source)
     cached = prev_source.get("markers", {})
     stats: dict[str, Any] = {"source": source, "status": "ok", "reason": None, "listed": 0, "works": 0,
@@ -222,6 +224,7 @@ def merge_sources(ctx: RunContext) -> dict[str, Any]:
     prev = previous_rows(ctx.layout)
     result = merge_works(records, prev)
     rows = _as_rows(result.works)
+    shared = fill_from_portfolio(rows, portfolio_rows(ctx))
     prev_by_id = {r["work_id"]: r for r in prev}
     for row in rows:
         old = prev_by_id.get(row["work_id"])
@@ -235,12 +238,87 @@ def merge_sources(ctx: RunContext) -> dict[str, Any]:
     table = _merged_table(rows)
     write_parquet_atomic(table, ctx.staged("merged.parquet"))
     new = sum(1 for r in rows if r["first_seen"] == ctx.run_ts)
-    summary = {"records_in": len(records), "works_out": len(rows), "new": new,
+    summary = {"records_in": len(records), "works_out": len(rows), "new": new, "shared_from_portfolio": shared,
                "merge_stats": _jsonable(getattr(result, "stats", {})), "relevance": scoring}
     write_json_atomic(summary, ctx.staged("merge.json"))
     log.info("merge: %d records from %s -> %d works (%d new, %d carried from the previous snapshot)",
              len(records), ", ".join(ok) or "no source", len(rows), new, len(prev))
     return summary
+
+
+PORTFOLIO_FIELDS = ("title", "title_is_translated", "authors", "journal", "journal_abbrev", "publication_year",
+                    "publication_date", "volume", "issue", "pages", "publication_types", "language", "abstract",
+                    "doi", "pmid", "pmcid")
+
+
+def portfolio_rows(ctx: RunContext) -> list[dict[str, Any]]:
+    """Rows of every *other* configured review's latest snapshot (their metadata is shared)."""
+    from include.living_review.storage import published_dates
+
+    rows: list[dict[str, Any]] = []
+    root = ctx.layout.data_dir / "snapshots"
+    if not root.is_dir():
+        return rows
+    for review_dir in root.glob("review_id=*"):
+        review_id = review_dir.name.split("=", 1)[1]
+        if review_id == ctx.review.id:
+            continue
+        dates = [d for d in published_dates(ctx.layout.data_dir, review_id) if d <= ctx.layout.snapshot_date]
+        if dates:
+            rows.extend(pq.read_table(Layout(ctx.layout.data_dir, review_id, dates[-1]).snapshot_file,
+                                      columns=[*PORTFOLIO_FIELDS, "is_retracted"]).to_pylist())
+    return rows
+
+
+def fill_from_portfolio(rows: list[dict[str, Any]], donors: list[dict[str, Any]]) -> int:
+    """Give id-only works the metadata another review already fetched; returns how many."""
+    if not donors:
+        return 0
+    by_key = {f"{c}:{d[c]}": d for d in donors if d.get("title") for c in ("doi", "pmid", "pmcid") if d.get(c)}
+    filled = 0
+    for row in rows:
+        if row.get("title"):
+            continue
+        donor = next((by_key[f"{c}:{row[c]}"] for c in ("doi", "pmid", "pmcid")
+                      if row.get(c) and f"{c}:{row[c]}" in by_key), None)
+        if donor is None:
+            continue
+        for name in PORTFOLIO_FIELDS:
+            if not row.get(name) and donor.get(name) is not None:
+                row[name] = donor[name]
+        row["is_retracted"] = bool(row.get("is_retracted") or donor.get("is_retracted"))
+        filled += 1
+    if filled:
+        log.info("portfolio: %d works took metadata another review had already fetched", filled)
+    return filled
+
+
+def write_portfolio(data_dir: Path) -> Path | None:
+    """``portfolio/citations_by_review.parquet``: which citing work cites which configured reviews."""
+    from include.living_review.storage import published_dates
+
+    root = data_dir / "snapshots"
+    tables = []
+    for review_dir in sorted(root.glob("review_id=*")):
+        review_id = review_dir.name.split("=", 1)[1]
+        dates = published_dates(data_dir, review_id)
+        if not dates:
+            continue
+        table = pq.read_table(Layout(data_dir, review_id, dates[-1]).snapshot_file,
+                              columns=["work_id", "doi", "pmid", "pmcid", "title", "first_seen"])
+        tables.append(table.append_column("review_id", pa.array([review_id] * table.num_rows, pa.string()))
+                      .append_column("snapshot_date", pa.array([dates[-1]] * table.num_rows, pa.date32())))
+    if not tables:
+        return None
+    combined = pa.concat_tables(tables)
+    keys = [f"doi:{d}" if d else (f"pmid:{p}" if p else (f"pmcid:{c}" if c else f"work:{w}"))
+            for d, p, c, w in zip(*(combined.column(n).to_pylist() for n in ("doi", "pmid", "pmcid", "work_id")))]
+    counts: dict[str, set[str]] = {}
+    for key, review_id in zip(keys, combined.column("review_id").to_pylist()):
+        counts.setdefault(key, set()).add(review_id)
+    combined = combined.append_column("paper_key", pa.array(keys, pa.string()))
+    combined = combined.append_column("n_reviews", pa.array([len(counts[k]) for k in keys], pa.int32()))
+    return write_parquet_atomic(combined, data_dir / "portfolio" / "citations_by_review.parquet")
 
 
 def score_relevance(review: ReviewConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -566,6 +644,10 @@ def publish(ctx: RunContext) -> dict[str, Any]:
             "digest": existing.get("digest", {"status": "pending"}),
         }
         write_json_atomic(manifest, layout.manifest_file)
+    try:
+        write_portfolio(layout.data_dir)
+    except Exception:  # noqa: BLE001 - a cross-review convenience table must not fail a publish
+        log.exception("could not refresh portfolio/citations_by_review.parquet")
     log.info("published %s: %d works (%d new), %d quarantined -> %s", ctx.review.id, passed.num_rows, new,
              rejected.num_rows, layout.snapshot_file)
     return {"snapshot_date": layout.snapshot_date.isoformat(), "snapshot": str(layout.snapshot_file),
