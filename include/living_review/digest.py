@@ -1,7 +1,19 @@
 """The digest of new citing papers: content, email/Slack rendering and the local outbox.
 
-:func:`build_digest` turns a run's new works into a :class:`Digest` (subject, plain
-text, HTML, Slack Block Kit payload and an idempotency key); :func:`build_email`
+:func:`build_digest` turns a run's new works and change-feed events into a
+:class:`Digest` (subject, plain text, HTML, Slack Block Kit payload and an
+idempotency key). Its sections, in this order:
+
+* a red box at the very top for every retraction of a paper an earlier digest
+  announced (``previously_announced``), also the first Slack block;
+* "New citing papers": by relevance (unscored last), then newest first; when any
+  row has a score, split into "Likely relevant" (score >= the threshold, shown in
+  full with the scorer's reason) and "Other citing papers" (one line each). Nothing
+  is dropped, only ordered; without scores it is one newest-first list;
+* "Now published": works whose preprint was published in this window;
+* "Retracted or corrected": retraction/correction events, with the notice linked.
+
+:func:`build_email`
 wraps it in a MIME message and :func:`write_outbox` stores it on disk when no SMTP
 or Slack connection is configured. Sending (and sending only once) is
 :mod:`include.living_review.delivery`'s job.
@@ -26,9 +38,11 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
+import numbers
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from functools import lru_cache
@@ -68,6 +82,10 @@ _BADGES: dict[str, str] = {
 }
 BADGE_ORDER = ("Systematic Review", "Meta-Analysis", "Review", "RCT", "Preprint")
 RETRACTED = "Retracted"
+CORRECTED = "Corrected"
+DEFAULT_LIKELY_RELEVANT_THRESHOLD = 0.35  # used only when settings has no LIKELY_RELEVANT_THRESHOLD
+REASON_LIMIT = 300
+NOTICE_LABELS = {"retraction": "Retraction notice", "correction": "Correction notice"}
 
 TITLE_LIMIT = 500
 SLACK_TITLE_LIMIT = 300
@@ -86,6 +104,13 @@ _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f\"'<>\\^`{|}]")
 
 
 @dataclass(frozen=True)
+class Link:
+    label: str
+    target: str
+    url: str | None  # the target when it is a safe http(s) URL, else None (shown as text)
+
+
+@dataclass(frozen=True)
 class DigestItem:
     """One paper as the templates show it; every string is already cleaned (not escaped)."""
 
@@ -98,6 +123,17 @@ class DigestItem:
     publication_date: dt.date | None
     badges: tuple[str, ...]
     found_by: tuple[str, ...]
+    relevance: float | None = None
+    reason: str = ""  # the scorer's relevance_reason, cleaned
+    preprints: tuple[Link, ...] = ()  # "Now published": the preprint version(s)
+    notices: tuple[Link, ...] = ()  # "Retracted or corrected": the notices, linked when their id is a DOI/PMID
+    flagged: bool = False  # retracted after an earlier digest announced it
+    announced: dt.date | None = None  # the date of that digest, when known
+
+    @property
+    def announced_note(self) -> str:
+        when = f"the digest of {self.announced.isoformat()}" if self.announced else "an earlier digest"
+        return f"announced in {when}"
 
     @property
     def retracted(self) -> bool:
@@ -107,13 +143,6 @@ class DigestItem:
     def citation(self) -> str:
         """``Journal Abbrev 2025`` (or whichever parts exist)."""
         return " ".join(part for part in (self.venue, str(self.year) if self.year else "") if part)
-
-
-@dataclass(frozen=True)
-class Link:
-    label: str
-    target: str
-    url: str | None  # the target when it is a safe http(s) URL, else None (shown as text)
 
 
 @dataclass(frozen=True)
@@ -132,8 +161,11 @@ class Digest:
     shown_count: int
     idempotency_key: str
     is_empty: bool
-    work_ids: tuple[str, ...] = ()
+    work_ids: tuple[str, ...] = ()  # the new works
     recipients: tuple[str, ...] = ()
+    # Change-feed events in the key: "published:<id>", "retracted:<id>", "corrected:<id>".
+    events: tuple[str, ...] = ()
+    flagged_retractions: tuple[str, ...] = ()  # work ids retracted after an earlier digest announced them
 
     @property
     def key12(self) -> str:
@@ -239,10 +271,18 @@ def week_of(snapshot_date: dt.date) -> dt.date:
     return snapshot_date - dt.timedelta(days=snapshot_date.weekday())
 
 
-def idempotency_key(review_id: str, snapshot_date: dt.date, work_ids: Sequence[str]) -> str:
-    """sha256 over the review, the snapshot date and the *set* of work ids (order-free)."""
-    body = json.dumps({"review": review_id, "snapshot_date": snapshot_date.isoformat(),
-                       "works": sorted(set(work_ids))}, separators=(",", ":"))
+def idempotency_key(review_id: str, snapshot_date: dt.date, work_ids: Sequence[str],
+                    events: Sequence[str] = ()) -> str:
+    """sha256 over the review, the snapshot date and the *sets* of work ids and events (order-free).
+
+    Without events the body is exactly the one earlier versions hashed, so a digest
+    that was already delivered keeps its key (and is not sent again) after an upgrade.
+    """
+    content: dict[str, Any] = {"review": review_id, "snapshot_date": snapshot_date.isoformat(),
+                               "works": sorted(set(work_ids))}
+    if events:
+        content["events"] = sorted(set(events))
+    body = json.dumps(content, separators=(",", ":"))
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
@@ -251,6 +291,43 @@ def _plural(count: int, singular: str, plural: str) -> str:
 
 
 # -- building -------------------------------------------------------------------
+def likely_relevant_threshold() -> float:
+    """The score from which a work is "Likely relevant" (read at call time, so tests can patch it)."""
+    return float(getattr(settings, "LIKELY_RELEVANT_THRESHOLD", DEFAULT_LIKELY_RELEVANT_THRESHOLD))
+
+
+def _relevance(value: object) -> float | None:
+    """A score in [0, 1] rounded to 4 places (float32 storage turns 0.4 into 0.39999…), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    score = float(value)
+    if not math.isfinite(score):
+        return None
+    return round(min(max(score, 0.0), 1.0), 4)
+
+
+_PMID_ID = re.compile(r"(?:pmid:\s*)?\d{1,10}", re.IGNORECASE)
+_PMCID_ID = re.compile(r"(?:pmcid:\s*)?pmc\d{1,10}", re.IGNORECASE)
+
+
+def id_url(ident: object) -> str | None:
+    """doi.org for a DOI, PubMed for a bare PMID, PMC for a PMCID; None for anything else.
+
+    Stricter than :func:`work_url`: a notice id may be free text ("J Foo. 2020/123"),
+    whose trailing number must not become a PubMed link.
+    """
+    if not isinstance(ident, str):
+        return None
+    text = ident.strip()
+    if normalize_doi(text) is not None:
+        return work_url(text, None, None)
+    if _PMID_ID.fullmatch(text):
+        return work_url(None, text, None)
+    if _PMCID_ID.fullmatch(text):
+        return work_url(None, None, text)
+    return None
+
+
 def to_item(row: Mapping[str, Any]) -> DigestItem:
     """A snapshot row (``CITING_WORKS_SCHEMA`` columns) as a :class:`DigestItem`."""
     pub_date = _as_date(row.get("publication_date"))
@@ -258,6 +335,7 @@ def to_item(row: Mapping[str, Any]) -> DigestItem:
     if not isinstance(year, int) or isinstance(year, bool):
         year = pub_date.year if pub_date else None
     sources = row.get("sources") if isinstance(row.get("sources"), (list, tuple)) else []
+    relevance = _relevance(row.get("relevance"))
     return DigestItem(
         work_id=str(row.get("work_id") or ""),
         title=clean(row.get("title"), TITLE_LIMIT) or "(untitled)",
@@ -268,14 +346,112 @@ def to_item(row: Mapping[str, Any]) -> DigestItem:
         publication_date=pub_date,
         badges=badges_for(row.get("publication_types"), row.get("is_retracted")),
         found_by=tuple(source_label(s) for s in _sources_in_order([str(s) for s in sources if s])),
+        relevance=relevance,
+        reason=clean(row.get("relevance_reason"), REASON_LIMIT) if relevance is not None else "",
     )
 
 
+def _date_key(item: DigestItem) -> tuple[int, int]:
+    when = item.publication_date or (dt.date(item.year, 1, 1) if item.year and 0 < item.year < 10000 else None)
+    return (-(when.toordinal() if when else 0), 0 if when else 1)
+
+
 def _newest_first(items: list[DigestItem]) -> list[DigestItem]:
-    def key(item: DigestItem) -> tuple[int, int, str]:
-        when = item.publication_date or (dt.date(item.year, 1, 1) if item.year and 0 < item.year < 10000 else None)
-        return (-(when.toordinal() if when else 0), 0 if when else 1, item.work_id)
+    return sorted(items, key=lambda item: (*_date_key(item), item.work_id))
+
+
+def by_relevance(items: list[DigestItem]) -> list[DigestItem]:
+    """Highest relevance first, unscored last; then newest first (all unscored: newest first)."""
+    def key(item: DigestItem) -> tuple[int, float, int, int, str]:
+        unscored = item.relevance is None
+        return (int(unscored), -(item.relevance or 0.0), *_date_key(item), item.work_id)
     return sorted(items, key=key)
+
+
+def _unique(items: list[DigestItem]) -> list[DigestItem]:
+    """The first item per work id (rows without one are all kept)."""
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        if item.work_id and item.work_id in seen:
+            continue
+        seen.add(item.work_id)
+        out.append(item)
+    return out
+
+
+def _preprint_links(row: Mapping[str, Any]) -> tuple[Link, ...]:
+    """The row's preprint versions (``versions`` entries of kind ``preprint``) other than itself."""
+    own = normalize_doi(row.get("doi") if isinstance(row.get("doi"), str) else None)
+    versions = row.get("versions") if isinstance(row.get("versions"), (list, tuple)) else []
+    out: list[Link] = []
+    for version in versions:
+        if not isinstance(version, Mapping) or version.get("kind") != "preprint":
+            continue
+        ident = clean(version.get("id"), 200)
+        doi = normalize_doi(ident)
+        shown = doi or ident
+        if not ident or (own is not None and doi == own) or any(link.target == shown for link in out):
+            continue
+        out.append(Link("Preprint", shown, id_url(ident)))
+    return tuple(out)
+
+
+def _notice_links(row: Mapping[str, Any], kinds: Sequence[str]) -> tuple[Link, ...]:
+    """``update_notices`` of ``kinds`` that name their notice (``retraction:<id>``), in ``kinds`` order."""
+    notices = row.get("update_notices") if isinstance(row.get("update_notices"), (list, tuple)) else []
+    found: list[tuple[int, Link]] = []
+    for entry in notices:
+        if not isinstance(entry, str):
+            continue
+        kind, _, ident = entry.partition(":")
+        kind, ident = kind.strip().lower(), clean(ident, 200)
+        if kind not in kinds or not ident:
+            continue
+        doi = normalize_doi(ident)
+        link = Link(NOTICE_LABELS[kind], doi or ident, id_url(ident))
+        if all(link != other for _, other in found):
+            found.append((kinds.index(kind), link))
+    return tuple(link for _, link in sorted(found, key=lambda pair: pair[0]))
+
+
+def _with_badge(badges: tuple[str, ...], badge: str) -> tuple[str, ...]:
+    """``badges`` with ``badge`` added: Retracted first, then Corrected, then the type badges."""
+    if badge in badges:
+        return badges
+    if badge == RETRACTED:
+        return (RETRACTED, *badges)
+    return (*[b for b in badges if b == RETRACTED], badge, *[b for b in badges if b != RETRACTED])
+
+
+def _update_items(retracted: Sequence[Mapping[str, Any]], corrected: Sequence[Mapping[str, Any]],
+                  announced: Mapping[str, object]) -> list[DigestItem]:
+    """One entry per retracted or corrected work: flagged retractions, other retractions, then corrections."""
+    corrected_rows = {str(row.get("work_id") or ""): row for row in corrected}
+    retracted_ids = {str(row.get("work_id") or "") for row in retracted} - {""}
+    entries: list[DigestItem] = []
+    for row in retracted:
+        item = to_item(row)
+        also_corrected = item.work_id in corrected_rows
+        kinds = ("retraction", "correction") if also_corrected else ("retraction",)
+        badges = _with_badge(item.badges, RETRACTED)
+        if also_corrected:
+            badges = _with_badge(badges, CORRECTED)
+        flagged = bool(item.work_id) and item.work_id in announced
+        entries.append(replace(item, badges=badges, notices=_notice_links(row, kinds), flagged=flagged,
+                               announced=_as_date(announced.get(item.work_id)) if flagged else None))
+    for row in corrected:
+        item = to_item(row)
+        if item.work_id in retracted_ids:
+            continue
+        entries.append(replace(item, badges=_with_badge(item.badges, CORRECTED),
+                               notices=_notice_links(row, ("correction",))))
+    entries = _unique(entries)
+    return sorted(entries, key=lambda item: (not item.flagged, not item.retracted, *_date_key(item), item.work_id))
+
+
+def _event_ids(kind: str, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    return {f"{kind}:{row.get('work_id')}" for row in rows if row.get("work_id")}
 
 
 def coverage_line(coverage: Mapping[str, int | None], union: int | None) -> str:
@@ -305,35 +481,66 @@ def build_digest(review: ReviewConfig, snapshot_date: dt.date | str, new_works: 
                  total_works: int, coverage: Mapping[str, int | None] | None = None, union: int | None = None,
                  warnings: Sequence[str] = (),
                  links: Mapping[str, object] | Sequence[tuple[str, object]] | None = None,
-                 baseline: bool = False) -> Digest:
-    """Render the digest of ``new_works`` (all works on a ``baseline`` run) for one review and date."""
+                 baseline: bool = False,
+                 published: Sequence[Mapping[str, Any]] = (),
+                 retracted: Sequence[Mapping[str, Any]] = (),
+                 corrected: Sequence[Mapping[str, Any]] = (),
+                 previously_announced: Mapping[str, dt.date | str] | None = None) -> Digest:
+    """Render the digest of ``new_works`` (all works on a ``baseline`` run) and this window's events.
+
+    ``published``, ``retracted`` and ``corrected`` are snapshot rows of the works with a
+    ``preprint_published``, ``retracted`` or ``corrected`` change in the window;
+    ``previously_announced`` maps a work id to the date of the digest that announced
+    it, and a retraction of such a work is flagged at the top.
+    """
     if isinstance(snapshot_date, str):
         snapshot_date = dt.date.fromisoformat(snapshot_date)
-    items = _newest_first([to_item(row) for row in new_works])
+    announced = previously_announced or {}
+    threshold = likely_relevant_threshold()
+    items = by_relevance([to_item(row) for row in new_works])
     work_ids = tuple(sorted({item.work_id for item in items if item.work_id}))
-    key = idempotency_key(review.id, snapshot_date, work_ids)
+    new_ids = set(work_ids)
+    # A work new in this window already links its published version; it is not listed twice.
+    published_items = _newest_first(_unique([replace(to_item(row), preprints=_preprint_links(row))
+                                             for row in published if str(row.get("work_id") or "") not in new_ids]))
+    updates = _update_items(retracted, corrected, announced)
+    flagged = [item for item in updates if item.flagged]
+    events = tuple(sorted(_event_ids("published", published) | _event_ids("retracted", retracted)
+                          | _event_ids("corrected", corrected)))
+    key = idempotency_key(review.id, snapshot_date, work_ids, events)
     count = len(items)
     shown = items[: settings.BASELINE_DIGEST_ITEMS] if baseline else items
+    split = any(item.relevance is not None for item in items)
+    likely = [i for i in shown if i.relevance is not None and i.relevance >= threshold] if split else []
+    others = shown[len(likely):] if split else []  # by_relevance puts the likely ones first
+    is_empty = not (count or published_items or updates)
     union = total_works if union is None else union
     title = clean(review.title, 200)
     week = week_of(snapshot_date).isoformat()
 
+    n_retracted = sum(1 for item in updates if item.retracted)
+    n_corrected = len(updates) - n_retracted
+    event_parts = [part for part in (
+        f"{n_retracted} retracted" if n_retracted else "",
+        f"{n_corrected} corrected" if n_corrected else "",
+        f"{len(published_items)} now published" if published_items else "") if part]
     if baseline:
-        subject = (f"{title}: now tracking {_plural(total_works, 'citing paper', 'citing papers')} "
-                   f"(baseline, week of {week})")
+        head = f"now tracking {_plural(total_works, 'citing paper', 'citing papers')}"
         intro = f"This is the first run for this review: {_plural(total_works, 'work cites', 'works cite')} it."
         if count > len(shown):
-            intro += f" The {len(shown)} most recent are listed below; the full list is in the snapshot."
+            intro += (f" The {len(shown)} most relevant (then most recent) are listed below;" if split else
+                      f" The {len(shown)} most recent are listed below;") + " the full list is in the snapshot."
         elif count:
             intro += " They are listed below."
     elif count:
-        subject = f"{title}: {_plural(count, 'new citing paper', 'new citing papers')} (week of {week})"
+        head = _plural(count, "new citing paper", "new citing papers")
         intro = (f"{_plural(count, 'new paper cites', 'new papers cite')} this review since the last run "
                  f"({_plural(total_works, 'citing work', 'citing works')} in total).")
     else:
-        subject = f"{title}: no new citing papers (week of {week})"
+        head = "no new citing papers"
         intro = (f"No new papers cite this review since the last run "
                  f"({_plural(total_works, 'citing work', 'citing works')} in total).")
+    subject = f"{title}: {', '.join([head, *event_parts])} ({'baseline, ' if baseline else ''}week of {week})"
 
     context = {
         "subject": subject,
@@ -343,13 +550,23 @@ def build_digest(review: ReviewConfig, snapshot_date: dt.date | str, new_works: 
         "snapshot_date": snapshot_date.isoformat(),
         "week": week,
         "intro": intro,
+        "new_heading": "Citing papers" if baseline else "New citing papers",
         "items": shown,
+        "split": split,
+        "likely": likely,
+        "others": others,
+        "threshold": f"{threshold:g}",
         "more": count - len(shown),
+        "published": published_items,
+        "updates": updates,
+        "flagged": flagged,
+        "flag_heading": (f"{_plural(len(flagged), 'retraction', 'retractions')} of "
+                         f"{'a paper' if len(flagged) == 1 else 'papers'} you were told about"),
         "coverage": coverage_line(coverage or {}, union),
         "warnings": [w for w in (clean(w, 1000) for w in warnings) if w],
         "links": _links(links),
         "baseline": baseline,
-        "is_empty": count == 0,
+        "is_empty": is_empty,
         "tool": f"{settings.TOOL_NAME} {settings.TOOL_VERSION}",
     }
     env = _environment()
@@ -358,10 +575,13 @@ def build_digest(review: ReviewConfig, snapshot_date: dt.date | str, new_works: 
     digest = Digest(
         review_id=review.id, review_title=title, snapshot_date=snapshot_date, baseline=baseline,
         subject=subject, text=text, html=html, slack_payload=_slack_payload(context, count),
-        item_count=count, shown_count=len(shown), idempotency_key=key, is_empty=count == 0,
-        work_ids=work_ids, recipients=tuple(review.digest.email),
+        item_count=count, shown_count=len(shown), idempotency_key=key, is_empty=is_empty,
+        work_ids=work_ids, recipients=tuple(review.digest.email), events=events,
+        flagged_retractions=tuple(item.work_id for item in flagged),
     )
-    log.info("Digest for %s on %s: %d new, %d shown, key %s", review.id, snapshot_date, count, len(shown), digest.key12)
+    log.info("Digest for %s on %s: %d new, %d shown, %d published, %d retracted, %d corrected "
+             "(%d flagged), key %s", review.id, snapshot_date, count, len(shown), len(published_items),
+             n_retracted, n_corrected, len(flagged), digest.key12)
     return digest
 
 
@@ -378,55 +598,151 @@ def _environment() -> jinja2.Environment:
 
 
 # -- Slack ----------------------------------------------------------------------
+def _slack_link(url: str | None, text: str) -> str:
+    return f"<{_slack_url(url)}|{text}>" if url else text
+
+
+def _slack_badge(badge: str) -> str:
+    if badge == RETRACTED:
+        return ":red_circle: *Retracted*"
+    if badge == CORRECTED:
+        return ":large_orange_circle: *Corrected*"
+    return f"`{badge}`"
+
+
 def _slack_item(item: DigestItem) -> str:
     title = slack_escape(clean(item.title, SLACK_TITLE_LIMIT))
     lines = [f"*<{_slack_url(item.url)}|{title}>*" if item.url else f"*{title}*"]
     meta = " · ".join(slack_escape(part) for part in (item.authors, item.citation) if part)
     if meta:
         lines.append(meta)
-    tags = [":red_circle: *Retracted*" if b == RETRACTED else f"`{b}`" for b in item.badges]
+    tags = [_slack_badge(b) for b in item.badges]
     if item.found_by:
         tags.append("found by " + ", ".join(slack_escape(s) for s in item.found_by))
     if tags:
         lines.append("  ".join(tags))
+    for link in (*item.preprints, *item.notices):
+        lines.append(f"{slack_escape(link.label)}: {_slack_link(link.url, slack_escape(link.target))}")
+    if item.flagged:
+        lines.append(f":rotating_light: {slack_escape(item.announced_note)}")
+    if item.reason:
+        lines.append(f"why: {slack_escape(item.reason)}")
     return _fit_section("\n".join(lines))
+
+
+def _slack_compact(item: DigestItem) -> str:
+    """One line: the linked title, journal and year, and a Retracted mark when it applies."""
+    title = slack_escape(clean(item.title, SLACK_TITLE_LIMIT))
+    parts = [_slack_link(item.url, title)]
+    if item.citation:
+        parts.append(slack_escape(item.citation))
+    line = "• " + " · ".join(parts)
+    return line + ("  " + _slack_badge(RETRACTED) if item.retracted else "")
+
+
+def _slack_flag(item: DigestItem) -> str:
+    title = slack_escape(clean(item.title, SLACK_TITLE_LIMIT))
+    return f"• *Retracted:* {_slack_link(item.url, title)} — {slack_escape(item.announced_note)}"
 
 
 def _fit_section(text: str) -> str:
     return text if len(text) <= SLACK_SECTION_LIMIT else text[: SLACK_SECTION_LIMIT - 1] + "…"
 
 
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _fit_section(text)}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _fit_section(text)}]}
+
+
+def _heading(text: str) -> list[dict[str, Any]]:
+    return [{"type": "divider"}, {"type": "header", "text": {"type": "plain_text", "emoji": True,
+                                                             "text": _header_text(text)}}]
+
+
+def _packed(lines: Sequence[str], first: str = "") -> list[dict[str, Any]]:
+    """Sections of whole lines, each within the section limit (so no link is ever cut)."""
+    blocks, current = [], first
+    for line in lines:
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > SLACK_SECTION_LIMIT and current:
+            blocks.append(_mrkdwn(current))
+            candidate = line
+        current = candidate
+    if current:
+        blocks.append(_mrkdwn(current))
+    return blocks
+
+
+def _more(count: int, what: str = "") -> list[dict[str, Any]]:
+    if count <= 0:
+        return []
+    return [_context(f"and {count} more{what} (see the email digest or the snapshot)")]
+
+
 def _slack_payload(context: Mapping[str, Any], count: int) -> dict[str, Any]:
-    """A Block Kit message for an incoming webhook (``text`` is the notification fallback)."""
-    items: list[DigestItem] = list(context["items"])[: settings.SLACK_MAX_ITEMS]
+    """A Block Kit message for an incoming webhook (``text`` is the notification fallback).
+
+    At most ``SLACK_MAX_ITEMS`` papers over all sections; events are rarer and weigh more
+    than one more citer, so retractions and corrections get the budget first, then
+    "Now published", then the new papers in digest order.
+    """
+    budget = settings.SLACK_MAX_ITEMS
+
+    def take(seq: Sequence[DigestItem]) -> list[DigestItem]:
+        nonlocal budget
+        taken = list(seq[: max(budget, 0)])
+        budget -= len(taken)
+        return taken
+
+    updates, published, shown = take(context["updates"]), take(context["published"]), take(context["items"])
     review = slack_escape(context["review_title"])
     review_link = f"<{_slack_url(context['review_url'])}|{review}>" if context["review_url"] else review
-    blocks: list[dict[str, Any]] = [
+    blocks: list[dict[str, Any]] = []
+    flagged: list[DigestItem] = context["flagged"]
+    if flagged:
+        blocks += _packed([_slack_flag(item) for item in flagged],
+                          first=f":rotating_light: *{slack_escape(context['flag_heading'])}*")
+    blocks += [
         {"type": "header", "text": {"type": "plain_text", "emoji": True,
                                     "text": _header_text(context["subject"])}},
-        {"type": "section", "text": {"type": "mrkdwn",
-                                     "text": _fit_section(f"{slack_escape(context['intro'])}\nReview: {review_link}")}},
+        _mrkdwn(f"{slack_escape(context['intro'])}\nReview: {review_link}"),
     ]
-    if items:
-        blocks.append({"type": "divider"})
-    blocks += [{"type": "section", "text": {"type": "mrkdwn", "text": _slack_item(item)}} for item in items]
-    more = count - len(items)
-    if more > 0:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
-            f"and {more} more (see the email digest or the snapshot)")}]})
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _fit_section(
-        f"Coverage: {slack_escape(context['coverage'])} · snapshot {context['snapshot_date']}")}]})
+    if count:
+        blocks += _heading(context["new_heading"])
+        if context["split"]:
+            likely = shown[: len(context["likely"])]
+            others = shown[len(likely):]
+            if likely:
+                blocks.append(_context(f"*Likely relevant* (relevance ≥ {context['threshold']})"))
+                blocks += [_mrkdwn(_slack_item(item)) for item in likely]
+            if others:
+                blocks.append(_context("*Other citing papers*"))
+                blocks += _packed([_slack_compact(item) for item in others])
+        else:
+            blocks += [_mrkdwn(_slack_item(item)) for item in shown]
+        blocks += _more(count - len(shown))
+    if context["published"]:
+        blocks += _heading("Now published")
+        blocks += [_mrkdwn(_slack_item(item)) for item in published]
+        blocks += _more(len(context["published"]) - len(published), " now published")
+    if context["updates"]:
+        blocks += _heading("Retracted or corrected")
+        blocks += [_mrkdwn(_slack_item(item)) for item in updates]
+        blocks += _more(len(context["updates"]) - len(updates), " retracted or corrected")
+    blocks.append(_context(f"Coverage: {slack_escape(context['coverage'])} · snapshot {context['snapshot_date']}"))
     warnings: list[str] = context["warnings"]
     if warnings:
         lines = [f"• {slack_escape(w)}" for w in warnings[:SLACK_MAX_WARNINGS]]
         if len(warnings) > SLACK_MAX_WARNINGS:
             lines.append(f"• and {len(warnings) - SLACK_MAX_WARNINGS} more")
-        blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": _fit_section(":warning: *Warnings*\n" + "\n".join(lines))}})
+        blocks.append(_mrkdwn(":warning: *Warnings*\n" + "\n".join(lines)))
     links = [f"<{_slack_url(link.url)}|{slack_escape(link.label)}>" if link.url
              else f"{slack_escape(link.label)}: {slack_escape(link.target)}" for link in context["links"]]
     if links:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _fit_section(" · ".join(links))}]})
+        blocks.append(_context(" · ".join(links)))
     return {"text": slack_escape(context["subject"]), "blocks": blocks}
 
 

@@ -290,7 +290,7 @@ def test_hostile_html_is_inert(review: ReviewConfig) -> None:
     digest = digest_of(review, hostile_works(), warnings=["<script>alert(2)</script> warning"],
                        links={"<b>label</b>": "https://ok.example/a?b=<c>"})
     parsed = parse_html(digest.html)
-    allowed = {"html", "head", "meta", "title", "body", "table", "tr", "td", "div", "h1", "p", "a", "span",
+    allowed = {"html", "head", "meta", "title", "body", "table", "tr", "td", "div", "h1", "h2", "p", "a", "span",
                "strong", "ul", "li"}
     assert {tag for tag, _ in parsed.tags} <= allowed
     for tag, attrs in parsed.tags:
