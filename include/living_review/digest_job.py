@@ -34,6 +34,7 @@ class DigestPlan:
     reason: str
     window_end: dt.datetime | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] | None = None  # days from publication to this digest, per source
 
 
 def state_file(layout: Layout) -> Any:
@@ -72,9 +73,18 @@ def _warnings(manifest: dict[str, Any]) -> list[str]:
     return notes
 
 
+EVENT_KINDS = ("added", "retracted", "corrected", "preprint_published")
+
+
 def added_since(data_dir: str, review_id: str, after: dt.datetime, until: dt.datetime | None) -> set[str]:
     """Work ids with an ``added`` change in runs after ``after`` up to ``until``."""
-    added: set[str] = set()
+    return events_since(data_dir, review_id, after, until)["added"]
+
+
+def events_since(data_dir: str, review_id: str, after: dt.datetime,
+                 until: dt.datetime | None) -> dict[str, set[str]]:
+    """Work ids per change-feed event kind, in runs after ``after`` up to ``until``."""
+    events: dict[str, set[str]] = {kind: set() for kind in EVENT_KINDS}
     for day in published_dates(data_dir, review_id):
         layout = Layout.of(data_dir, review_id, day)
         manifest = read_json(layout.manifest_file, {})
@@ -82,9 +92,33 @@ def added_since(data_dir: str, review_id: str, after: dt.datetime, until: dt.dat
         if run_ts is None or run_ts <= after or (until is not None and run_ts > until):
             continue
         if layout.changes_file.exists():
-            changes = pq.read_table(layout.changes_file, columns=["work_id", "change"]).to_pylist()
-            added.update(c["work_id"] for c in changes if c["change"] == "added")
-    return added
+            for change in pq.read_table(layout.changes_file, columns=["work_id", "change"]).to_pylist():
+                if change["change"] in events:
+                    events[change["change"]].add(change["work_id"])
+    return events
+
+
+def latency_days(rows: list[dict[str, Any]], announced_on: dt.date) -> dict[str, Any]:
+    """Days from each new work's publication to the digest announcing it, per source (median, p90)."""
+    import statistics
+
+    per_source: dict[str, list[int]] = {}
+    for row in rows:
+        published = row.get("publication_date")
+        if published is None:
+            continue
+        days = max(0, (announced_on - published).days)
+        for source in row.get("sources") or []:
+            per_source.setdefault(source, []).append(days)
+
+    def summary(values: list[int]) -> dict[str, Any]:
+        ordered = sorted(values)
+        p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+        return {"n": len(ordered), "median": statistics.median(ordered), "p90": p90}
+
+    everything = [d for values in per_source.values() for d in values]
+    return {"per_source": {s: summary(v) for s, v in sorted(per_source.items())},
+            "overall": summary(everything) if everything else None}
 
 
 def plan_digest(review: ReviewConfig, data_dir: str, wanted: dt.date | None, *,
@@ -117,23 +151,32 @@ def plan_digest(review: ReviewConfig, data_dir: str, wanted: dt.date | None, *,
     table = pq.read_table(layout.snapshot_file)
     rows = table.to_pylist()
     baseline = watermark is None  # the review's first digest: a baseline, not hundreds of "new" items
+    events: dict[str, set[str]] = {kind: set() for kind in EVENT_KINDS}
     if baseline:
         new_rows = rows
     else:
         # Built from the changes tables of every run since the last digest (not recomputed),
-        # so a batched or previously failed digest announces each addition exactly once.
-        added = added_since(data_dir, review.id, watermark, run_ts)
-        new_rows = [r for r in rows if r["work_id"] in added]
-    if not new_rows and not review.digest.send_when_empty:
+        # so a batched or previously failed digest announces each event exactly once.
+        events = events_since(data_dir, review.id, watermark, run_ts)
+        new_rows = [r for r in rows if r["work_id"] in events["added"]]
+    by_id = {r["work_id"]: r for r in rows}
+    sections = {kind: [by_id[w] for w in sorted(events[kind]) if w in by_id]
+                for kind in ("retracted", "corrected", "preprint_published")}
+    if not new_rows and not any(sections.values()) and not review.digest.send_when_empty:
         return DigestPlan(review, layout, None, "nothing new", run_ts, manifest)
+    announced = state.get("announced", {})
     coverage = dict(manifest.get("coverage", {}))
     union = coverage.pop("union", len(rows))
     links = {"Snapshot": str(layout.snapshot_file)}
     if manifest.get("paths", {}).get("data_docs"):
         links["Data Docs"] = manifest["paths"]["data_docs"]
     digest = build_digest(review, snapshot_date, new_rows, total_works=len(rows), coverage=coverage,
-                          union=union, warnings=_warnings(manifest), links=links, baseline=baseline)
-    return DigestPlan(review, layout, digest, "ready", run_ts, manifest)
+                          union=union, warnings=_warnings(manifest), links=links, baseline=baseline,
+                          published=sections["preprint_published"], retracted=sections["retracted"],
+                          corrected=sections["corrected"],
+                          previously_announced={w: announced[w] for w in events["retracted"] if w in announced})
+    latency = None if baseline else latency_days(new_rows, snapshot_date)
+    return DigestPlan(review, layout, digest, "ready", run_ts, manifest, latency)
 
 
 def record_result(plan: DigestPlan, status: str, channels: dict[str, Any], *, advance: bool) -> dict[str, Any]:
@@ -145,6 +188,8 @@ def record_result(plan: DigestPlan, status: str, channels: dict[str, Any], *, ad
     manifest = read_json(plan.layout.manifest_file)
     if manifest is not None:
         manifest["digest"] = section
+        if status == "sent" and plan.latency is not None:
+            manifest["latency"] = plan.latency
         write_json_atomic(manifest, plan.layout.manifest_file)
     if advance and plan.window_end is not None:
         path = state_file(plan.layout)
@@ -154,6 +199,10 @@ def record_result(plan: DigestPlan, status: str, channels: dict[str, Any], *, ad
         if status == "sent":
             state["last_sent_at"] = dt.datetime.combine(plan.layout.snapshot_date, dt.time(),
                                                         dt.timezone.utc).isoformat()
+            # Which digest announced each work: a later retraction of one is flagged with this date.
+            announced = state.setdefault("announced", {})
+            for work_id in plan.digest.work_ids if plan.digest else ():
+                announced.setdefault(work_id, plan.layout.snapshot_date.isoformat())
         write_json_atomic(state, path)
     log.info("digest %s for %s %s: %s", status, plan.review.id, plan.layout.snapshot_date, channels or plan.reason)
     return section
