@@ -9,6 +9,7 @@ never record lists: XCom only carries the small stats dicts these functions retu
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -206,10 +207,18 @@ def _source_stats(ctx: RunContext) -> dict[str, dict[str, Any]]:
     return stats
 
 
-def merge_sources(ctx: RunContext) -> dict[str, Any]:
-    """Merge every staged source with the previous snapshot into one row per paper."""
+def merge_sources(ctx: RunContext, *, with_enrichment: bool = False) -> dict[str, Any]:
+    """Merge every staged source with the previous snapshot into one row per paper.
+
+    The enrich step calls this again ``with_enrichment``: Crossref's records then go
+    through the same merge (field precedence, update notices, preprint relations)
+    instead of being patched on afterwards.
+    """
     from include.living_review.merge import merge_works
 
+    enrichment = ctx.staged("source=crossref.parquet")
+    if not with_enrichment:
+        enrichment.unlink(missing_ok=True)  # a rerun must not merge the last attempt's lookups
     stats = _source_stats(ctx)
     ok = [s for s, st in stats.items() if st["status"] == "ok"]
     if not ok and any(st["status"] == "failed" for st in stats.values()):
@@ -221,9 +230,13 @@ def merge_sources(ctx: RunContext) -> dict[str, Any]:
         path = ctx.staged(f"source={source}.parquet")
         if path.exists():
             records.extend(table_to_works(pq.read_table(path)))
+    if with_enrichment and enrichment.exists():
+        records.extend(table_to_works(pq.read_table(enrichment)))
     prev = previous_rows(ctx.layout)
     result = merge_works(records, prev)
     rows = _as_rows(result.works)
+    for row in rows:  # Crossref has no cited-by list: it enriches, it never reports a citation
+        row["sources"] = [s for s in row.get("sources") or [] if s != "crossref"]
     shared = fill_from_portfolio(rows, portfolio_rows(ctx))
     prev_by_id = {r["work_id"]: r for r in prev}
     for row in rows:
@@ -419,26 +432,17 @@ def enrich_metadata(ctx: RunContext, client: Any | None) -> dict[str, Any]:
         write_json_atomic(stats, ctx.staged("enrich.json"))
         log.error("crossref: enrichment failed, publishing without it: %s", exc)
         return stats
+    # Crossref answers an alias DOI with the primary record: make the alias findable too.
     by_doi = {w.doi: w for w in works if w.doi}
-    for asked, primary in (info.get("aliased") or {}).items():  # Crossref answers aliases with the primary DOI
-        if primary in by_doi:
-            by_doi.setdefault(asked, by_doi[primary])
-    for row in wanted:
-        found = by_doi.get(row["doi"])
-        if not found:
-            continue
-        for name in ("title", "title_is_translated", "journal", "journal_abbrev", "publication_year",
-                     "publication_date", "volume", "issue", "pages", "language"):
-            if not row.get(name) and getattr(found, name):
-                row[name] = getattr(found, name)
-        if not row.get("authors") and found.authors:
-            row["authors"] = found.authors
-        if not row.get("publication_types") and found.publication_types:
-            row["publication_types"] = found.publication_types
-        row["is_retracted"] = bool(row["is_retracted"] or found.is_retracted)
-        row["source_ids"] = {**dict(row["source_ids"] or []), "crossref": found.doi}
-        stats["enriched"] += 1
-    write_parquet_atomic(_merged_table(rows), path)
+    for asked, primary in (info.get("aliased") or {}).items():
+        if primary in by_doi and asked not in by_doi:
+            alias = dataclasses.replace(by_doi[primary], related_dois=[*by_doi[primary].related_dois, asked])
+            by_doi[primary] = alias
+    works = list(by_doi.values())
+    stats["enriched"] = sum(1 for r in wanted if r["doi"] in by_doi
+                            or r["doi"] in (info.get("aliased") or {}))
+    write_parquet_atomic(works_to_table(works), ctx.staged("source=crossref.parquet"))
+    merge_sources(ctx, with_enrichment=True)
     http = getattr(client, "http", None)
     stats.update(requests=http.log.count if http else 0, seconds=round(time.monotonic() - started, 3),
                  http=http.log.summary() if http else {}, detail=_jsonable(info))
