@@ -12,13 +12,14 @@
         finally:
             cluster.stop()             # SIGTERM the group, then SIGKILL; stray task processes too
 
-Polling goes to the metadata DB with psycopg2: an ``airflow`` CLI call costs a second of
-CPU, and on a two-core CI machine that competes with the scheduler it is waiting for.
+The test acts only through the ``airflow`` CLI (unpause, trigger, backfill create); it
+polls the metadata DB with psycopg2, because each CLI call costs seconds of CPU that, on
+a two-core CI machine, the scheduler it waits for would miss (and ``dags list-runs``
+does not show the run type).
 """
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import secrets
 import shlex
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,8 +51,8 @@ def postgres_unreachable(timeout: int = 3) -> str | None:
     try:
         psycopg2.connect(dbname="postgres", connect_timeout=timeout, **PG).close()
     except Exception as exc:
-        return (f"PostgreSQL is not reachable on {PG['host']}:{PG['port']} as user {PG['user']!r} "
-                f"({type(exc).__name__}: {str(exc).strip()})")
+        detail = " ".join(str(exc).split())  # libpq's message spans lines
+        return f"PostgreSQL is not reachable on {PG['host']}:{PG['port']} as user {PG['user']!r} ({detail})"
     return None
 
 
@@ -82,6 +84,8 @@ def throwaway_database(prefix: str = "lr_sched_") -> Iterator[str]:
                     break
                 except Exception:  # a backend reconnected between terminate and drop
                     time.sleep(0.5)
+            else:
+                warnings.warn(f"could not drop the throwaway database {name!r}; drop it by hand", stacklevel=2)
         conn.close()
 
 
@@ -132,6 +136,7 @@ class AirflowCluster:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.marker = f"lr-sched-{secrets.token_hex(6)}"  # finds task processes that leave the group
+        self.started_at = time.monotonic()
         self.group: subprocess.Popen[bytes] | None = None
         self.env = self._environment(extra_env or {})
 
@@ -293,7 +298,8 @@ class AirflowCluster:
         pids = self.component_pids()
         dead = [c for c in COMPONENTS if c in pids and not self._alive(pids[c])]
         if self.group is None or self.group.poll() is not None or dead:
-            raise AssertionError(f"Airflow component(s) exited: {', '.join(dead) or 'all'}\n{self.diagnostics()}")
+            raise AssertionError(f"Airflow component(s) exited: {', '.join(dead) or 'all'} "
+                                 f"(their output: {self.logs})")
 
     def api_healthy(self) -> bool:
         try:
@@ -303,7 +309,10 @@ class AirflowCluster:
             return False
 
     def wait_for(self, probe: Callable[[], T], *, timeout: float, what: str, every: float = 1.0) -> T:
-        """Call ``probe`` until it returns something truthy; fail with the component logs after ``timeout``."""
+        """Call ``probe`` until it returns something truthy; fail after ``timeout`` (or if a component died).
+
+        The failure report gets :meth:`diagnostics` from the hook in ``conftest.py``.
+        """
         deadline = time.monotonic() + timeout
         while True:
             self.assert_running()
@@ -311,7 +320,7 @@ class AirflowCluster:
             if result:
                 return result
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{self.diagnostics()}")
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
             time.sleep(every)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -323,24 +332,27 @@ class AirflowCluster:
             "FROM dag_run WHERE dag_id = %s ORDER BY id", (dag_id,))
 
     def diagnostics(self, lines: int = 60) -> str:
-        """Task states and the tail of every component's output and failed task log."""
+        """Task states, import errors, the tail of every component's output and of the failed tasks' logs."""
         parts = []
-        with contextlib.suppress(Exception):
+        failed: set[str] = set()
+        try:
             for row in self.query("SELECT dag_id, run_id, task_id, state, try_number, pool FROM task_instance "
                                   "ORDER BY dag_id, run_id, task_id"):
                 parts.append(f"  ti {row['dag_id']} {row['run_id']} {row['task_id']}: {row['state']} "
                              f"(try {row['try_number']}, pool {row['pool']})")
+                if row["state"] in ("failed", "up_for_retry", "upstream_failed"):
+                    failed.add(f"run_id={row['run_id']}/task_id={row['task_id']}/")
             for row in self.query("SELECT filename, stacktrace FROM import_error"):
                 parts.append(f"  import error in {row['filename']}:\n{row['stacktrace']}")
+        except Exception as exc:
+            parts.append(f"  (metadata DB not readable: {exc!r})")
         for component in COMPONENTS:
             parts.append(f"===== {component} (last {lines} lines of {self.logs / (component + '.log')}) =====")
             parts.append(tail(self.logs / f"{component}.log", lines))
         task_logs = sorted((self.home / "logs").glob("dag_id=*/**/*.log"), key=lambda p: p.stat().st_mtime)
-        for path in task_logs[-4:]:
+        chosen = [p for p in task_logs if any(key in str(p) for key in failed)][-4:] or task_logs[-2:]
+        for path in chosen:
             parts.append(f"===== task log {path.relative_to(self.home)} =====")
             parts.append(tail(path, 40))
         return "\n".join(parts)
 
-
-def utc_iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat()

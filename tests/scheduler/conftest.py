@@ -5,7 +5,6 @@ trust auth) is not reachable; ``.ci/run`` starts it when it is installed.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,7 +44,6 @@ def cluster(tmp_path: Path, postgres_url: str, stack: LocalStack, data_dir: Path
     """Migrated metadata DB with the pools, and all four components running. Killed at teardown."""
     import yaml
 
-    started = time.monotonic()
     config = tmp_path / "reviews.yaml"
     config.write_text(yaml.safe_dump({"reviews": [{
         "id": REVIEW_ID, "title": REVIEW["title"], "doi": REVIEW["doi"], "pmid": REVIEW["pmid"],
@@ -57,7 +55,6 @@ def cluster(tmp_path: Path, postgres_url: str, stack: LocalStack, data_dir: Path
         "LIVING_REVIEW_DATA_DIR": str(data_dir),
         "LIVING_REVIEW_RETRY_DELAY_SECONDS": "1",
     })
-    cluster.started_at = started  # type: ignore[attr-defined]
     cluster.migrate()
     try:
         cluster.start()

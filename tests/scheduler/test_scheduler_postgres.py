@@ -65,7 +65,8 @@ def manifest(data_dir: Path, day: dt.date) -> dict[str, Any]:
     return json.loads(Layout.of(data_dir, REVIEW_ID, day).manifest_file.read_text(encoding="utf-8"))
 
 
-def describe(cluster: AirflowCluster, data_dir: Path, wall: float, phases: dict[str, float]) -> str:
+def describe(cluster: AirflowCluster, stack: LocalStack, data_dir: Path, wall: float,
+             phases: dict[str, float]) -> str:
     """The figures for the closing note: wall time, phases, every run the scheduler made."""
     lines = [f"scheduler test wall time {wall:.1f}s (" + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()) + ")"]
     events = {r["run_id"]: r["sources"] for r in cluster.query(
@@ -83,13 +84,14 @@ def describe(cluster: AirflowCluster, data_dir: Path, wall: float, phases: dict[
     for day in Layout.of(data_dir, REVIEW_ID, dt.date.today()).snapshot_dates():
         digest = manifest(data_dir, day).get("digest", {})
         lines.append(f"  snapshot {day}: digest {digest.get('status')} ({digest.get('reason')})")
+    lines.append(f"  received: {len(stack.smtp.messages)} email(s), {len(stack.slack.payloads)} Slack post(s)")
     return "\n".join(lines)
 
 
 def test_scheduler_runs_pipeline_digest_and_backfill(cluster: AirflowCluster, stack: LocalStack, data_dir: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     phases: dict[str, float] = {}
-    mark = cluster.started_at  # type: ignore[attr-defined]
+    mark = cluster.started_at
 
     def phase(name: str) -> None:
         nonlocal mark
@@ -118,7 +120,7 @@ def test_scheduler_runs_pipeline_digest_and_backfill(cluster: AirflowCluster, st
         return run if run["state"] in TERMINAL else None
 
     run = cluster.wait_for(manual_run_done, timeout=180, what=f"pipeline run {run_id} to finish")
-    assert run["state"] == "success", cluster.diagnostics()
+    assert run["state"] == "success", run
     tasks = cluster.query("SELECT task_id, state FROM task_instance WHERE dag_id = %s AND run_id = %s",
                           (PIPELINE, run_id))
     assert {t["task_id"]: t["state"] for t in tasks} == {t: "success" for t in PIPELINE_TASKS}
@@ -178,6 +180,6 @@ def test_scheduler_runs_pipeline_digest_and_backfill(cluster: AirflowCluster, st
     listed = cluster.cli_json("dags", "list-runs", PIPELINE)
     assert {r["run_id"]: r["state"] for r in listed} == {r["run_id"]: r["state"] for r in cluster.runs(PIPELINE)}
 
-    wall = time.monotonic() - cluster.started_at  # type: ignore[attr-defined]
+    wall = time.monotonic() - cluster.started_at
     with capsys.disabled():
-        print("\n" + describe(cluster, data_dir, wall, phases))
+        print("\n" + describe(cluster, stack, data_dir, wall, phases))
