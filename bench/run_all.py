@@ -160,7 +160,10 @@ def report_processing(sizes: dict[int, dict[str, Any]], profile: dict[str, Any] 
         s = first["stages"][name]
         detail = ""
         if name == "merge":
-            detail = f"merge_works {s['core_seconds']:.1f} s, pipeline glue {s['seconds'] - s['core_seconds']:.1f} s"
+            timed = sum(p["seconds"] for p in s.get("parts", {}).values())
+            detail = f"merge_works {s['core_seconds']:.1f} s, rest of merge_sources {s['seconds'] - s['core_seconds']:.1f} s"
+            if s.get("parts"):
+                detail += f" (breakdown below; {s['seconds'] - timed:.1f} s untimed glue)"
         elif name == "validate":
             detail = f"validate_works {s['core_seconds']:.1f} s (GX + Data Docs)"
         elif name == "normalize":
@@ -173,6 +176,11 @@ def report_processing(sizes: dict[int, dict[str, Any]], profile: dict[str, Any] 
     rows.append(["floor", fmt(floor["seconds"], ".3f"), fmt(floor["cpu_seconds"], ".3f"), "",
                  f"pyarrow write (zstd) + read of the {floor['rows']:,}-row snapshot"])
     lines += table(["step", "wall s", "cpu s", "peak RSS MB", "detail"], rows, "lrrrl")
+    parts = first["stages"]["merge"].get("parts") or {}
+    if parts:
+        lines += ["", "   merge step, by call inside pipeline.merge_sources (wall s; peak RSS MB while it ran):",
+                  "   " + "; ".join(f"{k} {v['seconds']:.1f} s / {v['peak_rss_mb']:,.0f}"
+                                    for k, v in sorted(parts.items(), key=lambda kv: -kv[1]["seconds"]))]
     lines += ["",
               f"   ratio to floor: {biggest['ratio']:.0f}x wall, {biggest['ratio_cpu']:.0f}x CPU   "
               f"(target <= {RATIO_TARGET:.0f}x)",
@@ -264,12 +272,18 @@ def report_parse(r: dict[str, Any], targets: dict[str, Any]) -> list[str]:
 # -- driver ------------------------------------------------------------------------
 
 def environment() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=False).stdout.strip()
-    except OSError:
-        commit = ""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout
+        except OSError:
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD").strip()
+    # The code under test is the working tree: uncommitted edits outside bench/ are measured too.
+    modified = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+                if line[3:] and not line[3:].startswith("bench/")]
     return {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+            "modified_files": modified,
             "python": platform.python_version(), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg(),
             "platform": platform.platform()}
 
@@ -337,6 +351,9 @@ def main() -> int:
              f"python {env['python']}  {env['cpus']} CPUs",
              f"load average at start {env['load_avg_start'][0]:.1f} (shared machine: wall times include other "
              "processes' load; CPU times do not)",
+             *([f"working tree: {len(env['modified_files'])} modified file(s) outside bench/ are measured as they "
+                f"are: {', '.join(env['modified_files'][:6])}{' ...' if len(env['modified_files']) > 6 else ''}"]
+               if env["modified_files"] else []),
              "=" * 100, ""]
     sections: list[tuple[str, Any]] = []
     if "requests" in results:
