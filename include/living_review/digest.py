@@ -432,19 +432,19 @@ def _update_items(retracted: Sequence[Mapping[str, Any]], corrected: Sequence[Ma
     entries: list[DigestItem] = []
     for row in retracted:
         item = to_item(row)
-        also_corrected = item.work_id in corrected_rows
+        also_corrected = bool(item.work_id) and item.work_id in corrected_rows
         kinds = ("retraction", "correction") if also_corrected else ("retraction",)
         badges = _with_badge(item.badges, RETRACTED)
         if also_corrected:
             badges = _with_badge(badges, CORRECTED)
         flagged = bool(item.work_id) and item.work_id in announced
-        entries.append(replace(item, badges=badges, notices=_notice_links(row, kinds), flagged=flagged,
+        entries.append(replace(item, badges=badges, notices=_notice_links(row, kinds), flagged=flagged, reason="",
                                announced=_as_date(announced.get(item.work_id)) if flagged else None))
     for row in corrected:
         item = to_item(row)
         if item.work_id in retracted_ids:
             continue
-        entries.append(replace(item, badges=_with_badge(item.badges, CORRECTED),
+        entries.append(replace(item, badges=_with_badge(item.badges, CORRECTED), reason="",
                                notices=_notice_links(row, ("correction",))))
     entries = _unique(entries)
     return sorted(entries, key=lambda item: (not item.flagged, not item.retracted, *_date_key(item), item.work_id))
@@ -501,7 +501,8 @@ def build_digest(review: ReviewConfig, snapshot_date: dt.date | str, new_works: 
     work_ids = tuple(sorted({item.work_id for item in items if item.work_id}))
     new_ids = set(work_ids)
     # A work new in this window already links its published version; it is not listed twice.
-    published_items = _newest_first(_unique([replace(to_item(row), preprints=_preprint_links(row))
+    # Relevance reasons belong to the triage of new papers; events are shown whatever their score.
+    published_items = _newest_first(_unique([replace(to_item(row), preprints=_preprint_links(row), reason="")
                                              for row in published if str(row.get("work_id") or "") not in new_ids]))
     updates = _update_items(retracted, corrected, announced)
     flagged = [item for item in updates if item.flagged]

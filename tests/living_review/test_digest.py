@@ -290,7 +290,7 @@ def test_hostile_html_is_inert(review: ReviewConfig) -> None:
     digest = digest_of(review, hostile_works(), warnings=["<script>alert(2)</script> warning"],
                        links={"<b>label</b>": "https://ok.example/a?b=<c>"})
     parsed = parse_html(digest.html)
-    allowed = {"html", "head", "meta", "title", "body", "table", "tr", "td", "div", "h1", "h2", "p", "a", "span",
+    allowed = {"html", "head", "meta", "title", "body", "table", "tr", "td", "div", "h1", "p", "a", "span",
                "strong", "ul", "li"}
     assert {tag for tag, _ in parsed.tags} <= allowed
     for tag, attrs in parsed.tags:
@@ -474,7 +474,8 @@ def test_sections_come_in_order_in_html_text_and_slack(review: ReviewConfig) -> 
     order = positions(html, ["New citing papers", "Paper number 3", "Now published", "Published paper 40",
                              "Retracted or corrected", "Retracted paper 50", "Corrected paper 60", "Coverage:"])
     assert order == sorted(order)
-    assert [m.group(1) for m in re.finditer(r"<h2[^>]*>([^<]*)</h2>", digest.html)] == [
+    heading = r'<div style="margin:0;font-size:16px;line-height:22px;font-weight:bold;[^"]*">([^<]*)</div>'
+    assert [m.group(1) for m in re.finditer(heading, digest.html)] == [
         "New citing papers", "Now published", "Retracted or corrected"]
     text_order = positions(digest.text[digest.text.index(digest.subject):], ["New citing papers\n=================", "1. Paper number 3\n",
                                          "Now published\n=============", "1. Published paper 40\n",
@@ -503,6 +504,16 @@ def test_now_published_links_the_journal_version_and_shows_the_preprint_doi_smal
     assert "Preprint: <https://doi.org/10.1101/2025.03.01.555|10.1101/2025.03.01.555>" in section
     # the journal version itself is never listed as "the preprint"
     assert "Preprint: 10.1234/paper.40" not in digest.text
+
+
+def test_relevance_reasons_are_shown_for_new_papers_only(review: ReviewConfig) -> None:
+    digest = digest_of(review, [scored(1, 0.9, "new reason")],
+                       published=[published_work(40, relevance=0.9, relevance_reason="published reason")],
+                       retracted=[retracted_work(50, relevance=0.9, relevance_reason="retracted reason")],
+                       corrected=[corrected_work(60, relevance=0.9, relevance_reason="corrected reason")])
+    for part in (digest.text, digest.html, json.dumps(digest.slack_payload)):
+        assert "why: new reason" in part
+        assert "published reason" not in part and "retracted reason" not in part and "corrected reason" not in part
 
 
 def test_a_new_work_is_not_listed_again_as_now_published(review: ReviewConfig) -> None:
@@ -776,7 +787,7 @@ def test_idempotency_key_covers_the_events(review: ReviewConfig) -> None:
 # -- hostile input in the new sections ----------------------------------------------------
 def assert_inert_html(html: str) -> None:
     parsed = parse_html(html)
-    allowed = {"html", "head", "meta", "title", "body", "table", "tr", "td", "div", "h1", "h2", "p", "a", "span",
+    allowed = {"html", "head", "meta", "title", "body", "table", "tr", "td", "div", "h1", "p", "a", "span",
                "strong", "ul", "li"}
     assert {tag for tag, _ in parsed.tags} <= allowed
     for _, attrs in parsed.tags:
