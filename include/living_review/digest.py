@@ -297,7 +297,7 @@ def likely_relevant_threshold() -> float:
 
 
 def _relevance(value: object) -> float | None:
-    """A score in [0, 1] rounded to 4 places (float32 storage turns 0.4 into 0.39999…), else None."""
+    """A score in [0, 1] rounded to 4 places (float32 storage turns 0.35 into 0.34999…), else None."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     score = float(value)
