@@ -555,6 +555,8 @@ def _events(old: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _norm(value: Any, field: str = "") -> Any:
+    if field == "versions":  # a version's date firms up as sources report it; its identity is (id, kind)
+        return sorted((v.get("id"), v.get("kind")) for v in value or [] if isinstance(v, dict))
     if isinstance(value, (list, tuple)):
         return sorted(value) if field in UNORDERED_FIELDS else list(value)
     return value
