@@ -143,7 +143,7 @@ class AirflowCluster:
     def _environment(self, extra: dict[str, str]) -> dict[str, str]:
         base_url = f"http://127.0.0.1:{self.port}"
         # Drop the test session's own Airflow settings (SQLite home, unit-test mode, ...).
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env = {k: v for k, v in os.environ.items() if not k.lstrip("_").startswith("AIRFLOW")}
         env.update({
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url,
