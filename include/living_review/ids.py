@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import re
 
-DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
-PMID_RE = re.compile(r"^[1-9]\d{0,9}$")
-PMCID_RE = re.compile(r"^PMC\d{1,10}$")
-OPENALEX_RE = re.compile(r"^W\d+$")
+# re.ASCII: "\d" must not accept Arabic-Indic or other Unicode digits. A DOI suffix is
+# any printable run: no whitespace, controls or bidi overrides (they would travel into
+# work_id, Parquet and the links of a digest).
+DOI_RE = re.compile(r"^10\.\d{4,9}/[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+$", re.ASCII)
+PMID_RE = re.compile(r"^[1-9]\d{0,9}$", re.ASCII)
+PMCID_RE = re.compile(r"^PMC\d{1,10}$", re.ASCII)
+OPENALEX_RE = re.compile(r"^W\d+$", re.ASCII)
 
 _DOI_PREFIX = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:\s*)", re.IGNORECASE)
 _URL_TAIL = re.compile(r"[/=]([^/=?#]+)/?$")

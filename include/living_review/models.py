@@ -119,7 +119,24 @@ def works_to_table(works: list[Work]) -> pa.Table:
     """Staged Works as an Arrow table with :data:`STAGED_SCHEMA`."""
     columns = {name: [getattr(w, name) for w in works] for name in STAGED_SCHEMA.names}
     columns["source_ids"] = [list(w.source_ids.items()) for w in works]
-    return pa.table(columns, schema=STAGED_SCHEMA)
+    try:
+        return pa.table(columns, schema=STAGED_SCHEMA)
+    except UnicodeEncodeError:
+        # A lone surrogate (from a JSON "\ud83d" escape) cannot be stored as UTF-8; replace
+        # it rather than lose the whole source. Only this rare slow path pays the cost.
+        return pa.table(_scrub_surrogates(columns), schema=STAGED_SCHEMA)
+
+
+def _scrub_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {k: _scrub_surrogates(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_scrub_surrogates(v) for v in value)
+    if isinstance(value, list):
+        return [_scrub_surrogates(v) for v in value]
+    return value
 
 
 def table_to_works(table: pa.Table) -> list[Work]:

@@ -6,12 +6,13 @@ import html
 import re
 import unicodedata
 
-_TAG = re.compile(r"<[^>]{0,500}>")
+# A tag starts with a letter, '/' or '!': "age <65 years and >80 years" is text, not markup.
+_TAG = re.compile(r"<[A-Za-z/!?][^<>]{0,500}>")
 _MATHML = re.compile(r"<(mml:)?math\b.*?</(mml:)?math>", re.DOTALL | re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 # C0/C1 control characters other than whitespace, plus the Unicode bidi overrides
 # that can reorder how a title is displayed in a digest.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 MONTHS = {m: i for i, m in enumerate(
     ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], start=1)}
 SEASONS = {"spring": 3, "summer": 6, "fall": 9, "autumn": 9, "winter": 12}
@@ -35,10 +36,10 @@ def clean_title(value: object) -> tuple[str | None, bool]:
     """
     if value is None:
         return None, False
-    text = str(value)
+    # Entities are decoded first so an escaped tag ("&lt;i&gt;") is stripped like a real one.
+    text = html.unescape(str(value))
     text = _MATHML.sub(lambda m: " " + _TAG.sub(" ", m.group(0)) + " ", text)
     text = _TAG.sub("", text)
-    text = html.unescape(text)
     cleaned = clean_text(text)
     if cleaned is None:
         return None, False

@@ -35,7 +35,10 @@ from include.living_review.models import (
 from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped
 from include.living_review.storage import (
     Layout,
+    json_file,
+    parquet_file,
     partition_lock,
+    publish_files,
     read_json,
     write_json_atomic,
     write_parquet_atomic,
@@ -608,10 +611,6 @@ def publish(ctx: RunContext) -> dict[str, Any]:
         coverage = _coverage_rows(ctx, rows, stats, enrich)
 
         layout = ctx.layout
-        write_parquet_atomic(rejected, layout.quarantine_file)
-        write_parquet_atomic(pa.Table.from_pylist(changes, schema=CHANGES_SCHEMA), layout.changes_file)
-        write_parquet_atomic(pa.Table.from_pylist(coverage, schema=COVERAGE_SCHEMA), layout.coverage_file)
-        write_parquet_atomic(passed, layout.snapshot_file)
 
         new = sum(1 for r in rows if r["first_seen"] == ctx.run_ts)
         existing = read_json(layout.manifest_file, {})
@@ -649,7 +648,14 @@ def publish(ctx: RunContext) -> dict[str, Any]:
                       "data_docs": validation.get("data_docs")},
             "digest": existing.get("digest", {"status": "pending"}),
         }
-        write_json_atomic(manifest, layout.manifest_file)
+        # One change: every table of this date and its manifest appear together or not at all.
+        publish_files([
+            (layout.quarantine_file, parquet_file(rejected)),
+            (layout.changes_file, parquet_file(pa.Table.from_pylist(changes, schema=CHANGES_SCHEMA))),
+            (layout.coverage_file, parquet_file(pa.Table.from_pylist(coverage, schema=COVERAGE_SCHEMA))),
+            (layout.snapshot_file, parquet_file(passed)),
+            (layout.manifest_file, json_file(manifest)),
+        ])
     try:
         write_portfolio(layout.data_dir)
     except Exception:  # noqa: BLE001 - a cross-review convenience table must not fail a publish

@@ -22,7 +22,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,71 @@ def write_json_atomic(data: Any, final: Path) -> Path:
             tmp.unlink()
         raise _storage_error("write", final, exc) from exc
     return final
+
+
+def parquet_file(table: pa.Table) -> Callable[[Path], None]:
+    return lambda path: pq.write_table(table, path, compression="zstd")
+
+
+def json_file(data: Any) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+            handle.write("\n")
+    return write
+
+
+def publish_files(files: Sequence[tuple[Path, Callable[[Path], None]]]) -> None:
+    """Publish several files as one change: all of them, or none.
+
+    Phase 1 writes every file under a hidden temp name (a full disk or a permission
+    error leaves nothing visible). Phase 2 renames them into place, keeping a hard-link
+    backup of each file it replaces; if a rename fails, the ones already done are rolled
+    back, so readers never see half of a run.
+    """
+    staged: list[tuple[Path, Path]] = []
+    current = files[0][0] if files else Path(".")
+    try:
+        for final, write in files:
+            current = final
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+            staged.append((tmp, final))
+            write(tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+    except OSError as exc:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise _storage_error("write", current, exc) from exc
+
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for tmp, final in staged:
+            current = final
+            backup = None
+            if final.exists():
+                backup = final.with_name(f".{final.name}.{uuid.uuid4().hex}.bak")
+                os.link(final, backup)
+            os.replace(tmp, final)
+            done.append((final, backup))
+    except OSError as exc:
+        for final, backup in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, final)
+                else:
+                    final.unlink()
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise _storage_error("publish", current, exc) from exc
+    finally:
+        for _, backup in done:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    backup.unlink()
 
 
 def read_json(path: Path, default: Any = None) -> Any:

@@ -46,6 +46,8 @@ class Paper:
     pub_types: list[str] = field(default_factory=lambda: ["Journal Article"])
     language: str = "eng"
     retracted: bool = False
+    corrected: bool = False  # an erratum/correction notice is linked to it
+    preprint_doi: str | None = None  # for a published version: the DOI of its preprint
     abstract: str = ""
     visible_in: set[str] = field(default_factory=lambda: set(ALL_SOURCES))
 

@@ -75,6 +75,15 @@ def work_message(paper: Paper, *, cites: list[str]) -> dict[str, Any]:
     if paper.retracted:
         message["updated-by"] = [{"DOI": notice_doi(paper), "type": "retraction", "label": "Retraction",
                                   "source": "retraction-watch", "updated": date_parts(paper)}]
+    if paper.corrected:
+        message.setdefault("updated-by", []).append({"DOI": f"{paper.doi}.correction", "type": "correction",
+                                                    "label": "Correction", "source": "publisher",
+                                                    "updated": date_parts(paper)})
+    if paper.preprint_doi:  # Crossref links a journal article to its preprint both ways
+        message["relation"] = {"has-preprint": [{"id-type": "doi", "id": paper.preprint_doi,
+                                                 "asserted-by": "subject"}]}
+    if "Preprint" in paper.pub_types:
+        message["type"], message["subtype"] = "posted-content", "preprint"
     return message
 
 

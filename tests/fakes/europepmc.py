@@ -93,11 +93,17 @@ def core_record(paper: Paper) -> dict[str, Any]:
         record["pageInfo"] = paper.pages
     record.update({"publicationStatus": "epublish", "language": paper.language, "pubModel": "Electronic",
                    "pubTypeList": {"pubType": pub_types}})
+    notices = []
     if paper.retracted:
-        record["commentCorrectionList"] = {"commentCorrection": [{
-            "source": "MED", "id": str(int(paper.pmid or "1") + 1),
-            "reference": f"{paper.journal_abbrev}. {paper.year + 1}. Retraction notice.",
-            "type": "Retraction in", "orderIn": 1}]}
+        notices.append({"source": "MED", "id": str(int(paper.pmid or "1") + 1),
+                        "reference": f"{paper.journal_abbrev}. {paper.year + 1}. Retraction notice.",
+                        "type": "Retraction in", "orderIn": len(notices) + 1})
+    if paper.corrected:
+        notices.append({"source": "MED", "id": str(int(paper.pmid or "1") + 2),
+                        "reference": f"{paper.journal_abbrev}. {paper.year + 1}. Erratum.",
+                        "type": "Erratum in", "orderIn": len(notices) + 1})
+    if notices:
+        record["commentCorrectionList"] = {"commentCorrection": notices}
     in_pmc = "Y" if paper.pmcid else "N"
     if paper.doi:
         record["fullTextUrlList"] = {"fullTextUrl": [{

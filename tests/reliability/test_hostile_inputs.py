@@ -92,13 +92,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 sys.addaudithook(_audit)  # audit hooks cannot be removed; it records only while _AUDITING is set
 
 
-PADDED_LAUGHS = pytest.mark.xfail(strict=True, reason=(
-    "pubmed.py entrez_read: the <!ENTITY pre-check scans only the first 64 KiB, so a billion-laughs body padded "
-    "past it reaches expat, whose amplification guard (factor 100) lets memory grow with the padding: measured "
-    "70 KB -> ~145 MB, 2 MB -> 1.7 GB, 6 MB -> 5 GB RSS and 46 s; the body cap allows 64 MB, and the expat error "
-    "is classified retryable, so the parse is repeated on every try. Scan the whole prolog (or refuse any "
-    "internal DTD subset)"))
-ATTACKS = [pytest.param(kind, padded, marks=PADDED_LAUGHS if padded and kind == "billion-laughs" else (),
+ATTACKS = [pytest.param(kind, padded, marks=(),
                         id=f"{kind}-{'past-the-64KiB-precheck' if padded else 'plain'}")
            for kind in ("xxe-file", "xxe-url", "parameter-entity", "billion-laughs") for padded in (False, True)]
 
@@ -260,9 +254,6 @@ def _rss_mb(pid: int) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to watch the child's memory")
-@pytest.mark.xfail(strict=True, reason="pubmed.py: an elink answer listing 1,000,000 citing PMIDs (30 MB, under "
-                   "the 64 MB body cap) is parsed whole by Bio.Entrez: ~1.4 GB RSS and ~30 s, then silently cut "
-                   "to MAX_RECORDS_PER_SOURCE; it should refuse (or stream) beyond the cap with a clear error")
 def test_an_elink_page_of_a_million_ids_is_refused_with_bounded_memory():
     """Hostile input: a page with 1,000,000 ids -> bounded memory and a clear error (or at most the cap)."""
     child = subprocess.Popen([sys.executable, "-c", MILLION_IDS_CHILD], cwd=ROOT, stdout=subprocess.PIPE, text=True,
@@ -326,9 +317,6 @@ def test_every_mapper_cleans_hostile_unicode(source):
     assert any(a.startswith("Nguyễn") for a in work.authors), work.authors
 
 
-@pytest.mark.xfail(strict=True, reason="normalize.clean_text keeps lone surrogates (a JSON title may carry a "
-                   "'\\ud800' escape); pyarrow cannot encode them, so one such title makes fetch_source raise "
-                   "UnicodeEncodeError while staging and the whole source fails on every retry")
 def test_a_lone_surrogate_in_one_title_does_not_sink_the_source(tmp_path):
     ctx = RunContext.create(REVIEW_CONF, tmp_path / "data", dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc), "r")
     papers = seed_corpus()
@@ -338,15 +326,11 @@ def test_a_lone_surrogate_in_one_title_does_not_sink_the_source(tmp_path):
     assert stats["status"] == "ok" and stats["works"] == 20
 
 
-@pytest.mark.xfail(strict=True, reason="ids.py: DOI_RE ends in \\S+, which accepts control characters, so a DOI "
-                   "with ESC/NUL passes normalize_doi (and the GX doi_format rule) into work_id, Parquet and links")
 @pytest.mark.parametrize("doi", ["10.1234/abc\x1b[31m", "10.1234/a\x00b", "10.1234/x\u202egnp.exe"])
 def test_a_doi_with_control_characters_is_not_a_doi(doi):
     assert normalize_doi(doi) is None
 
 
-@pytest.mark.xfail(strict=True, reason="normalize.clean_title strips '<…>' spans before decoding entities: a "
-                   "title like 'age <65 years and >80 years' loses the text between the two signs")
 def test_a_title_with_less_than_and_greater_than_signs_keeps_its_text():
     assert clean_title("Outcomes at age <65 years and >80 years: a cohort study.")[0] == \
         "Outcomes at age <65 years and >80 years: a cohort study."

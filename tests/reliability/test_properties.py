@@ -61,9 +61,6 @@ def test_work_id_is_stable_under_renormalization(doi, pmid, pmcid):
     assert work_id_for(*ids) == work_id_for(*again)
 
 
-@pytest.mark.xfail(strict=True, reason="ids.py: PMID_RE/PMCID_RE/OPENALEX_RE/DOI_RE use \\d without re.ASCII, so "
-                   "Arabic-Indic and other Unicode digits pass ('1٢٣' is a PMID): the same paper can get two work "
-                   "ids and the digits reach URLs; DOI_RE's \\S+ also lets control characters through")
 @pytest.mark.parametrize("kind", list(NORMALIZERS))
 @PROPS
 @given(value=id_like)
@@ -109,9 +106,6 @@ def test_cleaned_titles_have_no_control_characters_and_no_runs_of_whitespace(val
     assert not CONTROL.search(title) and "  " not in title and "\n" not in title and "\t" not in title
 
 
-@pytest.mark.xfail(strict=True, reason="normalize.clean_title decodes entities after stripping tags, so "
-                   "'&lt;script&gt;' comes out as a literal '<script>' tag, and clean_text keeps lone surrogates "
-                   "that Parquet cannot store (see also test_hostile_inputs.py)")
 @PROPS
 @given(value=text_with_markup)
 @example(value="&lt;script&gt;alert(1)&lt;/script&gt; Title")

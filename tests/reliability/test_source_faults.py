@@ -273,13 +273,7 @@ def test_bad_json_page_is_retried_then_fails_naming_source_and_url(source, bad):
     assert len(fake.requests_to(path)) == index + 3
 
 
-HTML5_IS_NOT_RECOGNISED = pytest.mark.xfail(
-    strict=True, reason="pubmed.py entrez_read: a body starting '<!DOCTYPE html>' passes the '<!doctype' XML check, "
-    "so an HTML error page is reported as 'truncated or malformed XML (XML declaration not found)', not as HTML")
-
-
-@pytest.mark.parametrize("bad", [pytest.param(b, marks=HTML5_IS_NOT_RECOGNISED) if b.startswith("HTML5") else b
-                                 for b in BAD_XML])
+@pytest.mark.parametrize("bad", list(BAD_XML))
 @pytest.mark.parametrize("endpoint", ["elink", "efetch"])
 def test_bad_eutilities_xml_is_retried_then_fails_naming_the_url(endpoint, bad):
     """Row 4 for E-utilities: once -> retried, complete; always -> clear error, never partial results."""
@@ -346,9 +340,7 @@ ELINK_LINKSET_ERROR = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eLink
 
 @pytest.mark.parametrize(("endpoint", "body", "needle"), [
     ("efetch", EFETCH_ERROR, "Unable to obtain query #1"),
-    pytest.param("efetch", EFETCH_ERROR_REAL, "Unable to obtain query #1", id="efetch-real-doctype", marks=pytest.mark.xfail(
-        strict=True, reason="pubmed.py: a real efetch <ERROR> body declares efetch.dtd, which Biopython does not "
-        "bundle, so entrez_read reports 'upgrade biopython' and hides NCBI's error text")),
+    pytest.param("efetch", EFETCH_ERROR_REAL, "Unable to obtain query #1", id="efetch-real-doctype"),
     ("elink", ELINK_LINKSET_ERROR, "Backend failed: unavailable"),
 ])
 def test_eutilities_error_in_a_200_body_fails_the_source_not_zero_results(tmp_path, endpoint, body, needle):

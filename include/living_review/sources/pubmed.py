@@ -43,6 +43,10 @@ _BUNDLED_PUBMED = sorted(p.name for p in _DTD_DIR.glob("pubmed_*.dtd"))
 Entrez.local_cache = tempfile.mkdtemp(prefix="living-review-entrez-")
 
 
+class _UnbundledDtd(Exception):
+    """The body names a DTD Biopython lacks (NCBI's terse error bodies declare efetch.dtd)."""
+
+
 def _offline_doctype(body: bytes, url: str) -> bytes:
     """Point a DOCTYPE at a DTD Biopython bundles, so parsing never hits the network.
 
@@ -60,20 +64,28 @@ def _offline_doctype(body: bytes, url: str) -> bytes:
         newest = _BUNDLED_PUBMED[-1]
         log.info("pubmed: DTD %s is not bundled with Biopython; parsing with %s", name, newest)
         return body.replace(match.group(2), match.group(2).replace(name.encode(), newest.encode()), 1)
-    raise SourceError(SOURCE, url, f"response uses DTD {name}, which Biopython does not bundle; "
-                      "upgrade biopython")
+    raise _UnbundledDtd(name)
 
 
 def entrez_read(body: bytes, url: str) -> Any:
     """Parse an E-utilities XML body with Bio.Entrez, safely and offline."""
     head = body.lstrip()[:200].lower()
+    if head.startswith(b"<!doctype html") or b"<html" in head:
+        raise RetryableError(SOURCE, url, "expected E-utilities XML but got an HTML page")
     if not head.startswith(b"<?xml") and not head.startswith(b"<!doctype") and not head.startswith(b"<e"):
-        kind = "an HTML page" if b"<html" in head or b"<!doctype html" in head else "a non-XML body"
-        raise RetryableError(SOURCE, url, f"expected E-utilities XML but got {kind}")
-    if _ENTITY_DECL.search(body[:65536]):
+        raise RetryableError(SOURCE, url, "expected E-utilities XML but got a non-XML body")
+    # The whole body is scanned (a linear pass): padding must not hide a declaration.
+    if _ENTITY_DECL.search(body):
         raise SourceError(SOURCE, url, "response declares XML entities (possible XXE or entity "
                           "expansion attack); refused")
-    body = _offline_doctype(body, url)
+    try:
+        body = _offline_doctype(body, url)
+    except _UnbundledDtd as exc:
+        error = _undeclared_body_error(_DOCTYPE.sub(b"", body, count=1), url)
+        if isinstance(error, BodyError):
+            raise error from exc
+        raise SourceError(SOURCE, url, f"response uses DTD {exc}, which Biopython does not bundle; "
+                          "upgrade biopython") from exc
     try:
         record = Entrez.read(io.BytesIO(body))
     except RuntimeError as exc:  # Bio.Entrez raises RuntimeError for <ERROR> elements
@@ -202,10 +214,12 @@ class PubMedClient:
     def __init__(self, base_url: str = settings.DEFAULT_BASE_URLS["ncbi_eutils"], *,
                  email: str | None = None, api_key: str | None = None,
                  session: requests.Session | None = None, batch_size: int = settings.EFETCH_BATCH_SIZE,
+                 max_records: int = settings.MAX_RECORDS_PER_SOURCE,
                  **http_kwargs: Any):
         low, high = settings.RATE_LIMITS[SOURCE]
         self.http = HttpClient(SOURCE, base_url, rate=high if api_key else low, session=session, **http_kwargs)
         self.batch_size = batch_size
+        self.max_records = max_records
         self.identity = {"tool": settings.TOOL_NAME}
         if email:
             self.identity["email"] = email
@@ -218,6 +232,13 @@ class PubMedClient:
                   "retmode": "xml", **self.identity}
 
         def parse(response: requests.Response, body: bytes) -> list[str]:
+            # Counted before parsing: Bio.Entrez holds the whole tree in memory.
+            listed = body.count(b"<Id>") - 1  # minus the queried id itself
+            if listed > self.max_records:
+                raise SourceError(SOURCE, self.http.url("elink.fcgi"),
+                                  f"elink lists {listed:,} citing ids, more than the limit of {self.max_records:,} "
+                                  "(settings.MAX_RECORDS_PER_SOURCE); raise the limit if this review really is "
+                                  "cited that often")
             record = entrez_read(body, self.http.url("elink.fcgi"))
             ids: list[str] = []
             for linkset in record:
