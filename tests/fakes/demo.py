@@ -61,6 +61,33 @@ def demo_corpus() -> list[Paper]:
     return papers + extra
 
 
+PUBLISHED_VERSION = Paper(
+    title="Peer mentoring and recovery capital among people who use drugs.",
+    authors=[("Nguyen", "T"), ("Ramos", "D"), ("Okafor", "C")], journal_abbrev="Addiction", journal="Addiction",
+    year=2026, month=10, day=2, volume="121", pages="55-66", doi="10.1111/add.70001", omid="br/0690000099",
+    preprint_doi="10.1101/2025.08.20.25333333", visible_in={"opencitations", "crossref"})
+NEW_THIS_WEEK = [
+    Paper(title="Peer support specialists and readmission after psychiatric discharge: a cohort study.",
+          authors=[("Ibrahim", "S"), ("Kowalski", "M")], journal_abbrev="Psychiatr Serv",
+          journal="Psychiatric services", year=2026, month=11, day=1, pmid="41200001", pmcid="PMC12200001",
+          doi="10.1176/appi.ps.20260002", openalex_id="W4400000111",
+          abstract="Peer support specialists with lived experience of mental illness reduced readmissions."),
+    Paper(title="Cost of hemodialysis access procedures in a national registry.",
+          authors=[("Lee", "J")], journal_abbrev="Kidney Int", journal="Kidney international", year=2026,
+          month=10, day=20, doi="10.1016/j.kint.2026.01.001", openalex_id="W4400000112",
+          visible_in={"openalex", "semanticscholar", "crossref"}),
+]
+
+
+def this_week(stack: LocalStack) -> None:
+    """A week later: a paper announced last week is retracted, another corrected, the
+    preprint is published, and two new papers cite the review."""
+    seed = stack.papers
+    seed[2].retracted = True
+    seed[4].corrected = True
+    stack.set_papers(seed + [PUBLISHED_VERSION] + NEW_THIS_WEEK)
+
+
 def airflow(*args: str, env: dict[str, str]) -> int:
     return subprocess.call([sys.executable, "-m", "airflow", *args], env=env, stdout=subprocess.DEVNULL
                            if env.get("DEMO_QUIET") else None)
@@ -77,13 +104,19 @@ def main() -> int:
         "sources": ["pubmed", "europepmc", "openalex", "opencitations", "semanticscholar", "crossref"],
         "digest": {"email": ["maintainer@example.org"], "slack": True}}]}, sort_keys=False))
     day = dt.datetime.now(dt.timezone.utc).date()
+    last_week = day - dt.timedelta(days=7)
     with LocalStack(demo_corpus()) as stack:
         env = {**os.environ, **stack.env(), "LIVING_REVIEW_CONFIG": str(config),
                "LIVING_REVIEW_DATA_DIR": str(OUT / "data"), "LIVING_REVIEW_TASK_RETRIES": "0",
                "NO_PROXY": "127.0.0.1,localhost", "DEMO_QUIET": os.environ.get("DEMO_QUIET", "1")}
-        print(f"demo: local stand-ins up; running the pipeline for {day} (logs: airflow dags test) ...")
-        rc = airflow("dags", "test", "living_review__peer_support_mental_health", day.isoformat(), env=env)
-        rc |= airflow("dags", "test", "living_review_digest__peer_support_mental_health", day.isoformat(), env=env)
+        rc = 0
+        for week, label in ((last_week, "last week: the baseline"), (day, "this week: what changed")):
+            if week == day:
+                this_week(stack)
+            print(f"demo: running the pipeline and digest DAGs for {week} ({label}) ...")
+            rc |= airflow("dags", "test", "living_review__peer_support_mental_health", week.isoformat(), env=env)
+            rc |= airflow("dags", "test", "living_review_digest__peer_support_mental_health", week.isoformat(),
+                          env=env)
         for i, received in enumerate(stack.smtp.messages, start=1):
             (OUT / "received" / f"digest-{i}.eml").write_bytes(received.data)
         for i, payload in enumerate(stack.slack.payloads, start=1):
@@ -93,6 +126,8 @@ def main() -> int:
 
     print("\n== living-review demo ==")
     print("\n".join(summary_lines("peer-support-mental-health", day, OUT / "data")))
+    changes = OUT / "data" / "changes" / "review_id=peer-support-mental-health" / f"snapshot_date={day}"
+    print(f"  changes          {changes / 'changes.parquet'}")
     print("  requests on the fake servers: " + ", ".join(f"{s} {n}" for s, n in requests.items()))
     print(f"  received email   {len(stack.smtp.messages)} -> {OUT / 'received'}")
     print(f"  received Slack   {len(stack.slack.payloads)} -> {OUT / 'received'}")
