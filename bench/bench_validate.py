@@ -58,7 +58,8 @@ def synthetic_table(rows: int, seed: int = 7) -> pa.Table:
         "publication_types": [["article"]] * rows, "language": ["en"] * rows,
         "is_retracted": [False] * rows, "sources": [["openalex", "pubmed"]] * rows,
         "source_ids": [[("openalex", "W1")]] * rows, "first_seen": [now] * rows,
-        "last_reported": [now] * rows,
+        "last_reported": [now] * rows, "abstract": [None] * rows, "update_notices": [[]] * rows,
+        "versions": [[]] * rows, "relevance": [0.5] * rows, "relevance_reason": ["matches: peer support"] * rows,
     }
     return pa.table(columns, schema=CITING_WORKS_SCHEMA)
 
