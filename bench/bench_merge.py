@@ -2,7 +2,9 @@
 
 Five sources see ~30k papers with overlapping, differently spelled id subsets
 (the same shapes as the source mappers emit); a few records carry no shared id
-and need the title match. Prints wall time, records/s and peak RSS for a first
+and need the title match. With ``--preprints F`` a fraction F of the papers also
+has a medRxiv preprint, listed on top of the ``--records`` by OpenAlex and Europe
+PMC; Europe PMC links half of them to the article (``related_dois``). Prints wall time, records/s and peak RSS for a first
 run and for a second run that feeds the first output back as the previous snapshot.
 Not a test: it asserts only that the merge found the papers it was given.
 """
@@ -84,13 +86,36 @@ def records_for(paper: dict, source: str, rng: random.Random) -> Work:
                 **{**meta, "title": title, "authors": [a.split(" ")[0] for a in p["authors"]]})
 
 
-def generate(n_records: int, n_papers: int, n_families: int, seed: int) -> list[Work]:
+def generate(n_records: int, n_papers: int, n_families: int, seed: int, preprints: float = 0.0) -> list[Work]:
     rng = random.Random(seed)
     corpus = papers(n_papers, rng, n_families)
     records = [records_for(p, s, rng) for p in corpus for s, chance in VISIBILITY.items()
                if rng.random() < chance and (s != "pubmed" or p["pmid"])]
     rng.shuffle(records)
-    return records[:n_records]
+    records = records[:n_records]
+    if preprints:
+        records += preprint_records(corpus, preprints, seed)
+        random.Random(seed + 2).shuffle(records)
+    return records
+
+
+def preprint_records(corpus: list[dict], fraction: float, seed: int) -> list[Work]:
+    """Preprint versions of some papers: their own DOI, OpenAlex id and Europe PMC PPR id."""
+    rng = random.Random(seed + 1)  # its own stream: --preprints 0 leaves the other records as they were
+    out = []
+    for i, p in enumerate(corpus):
+        if not p["doi"] or rng.random() >= fraction:
+            continue
+        doi = f"10.1101/{p['year'] - 1}.{i % 12 + 1:02d}.01.{i:06d}"
+        meta = dict(title=p["title"], authors=list(p["authors"]), publication_year=p["year"] - 1,
+                    publication_date=dt.date(p["year"] - 1, rng.randint(1, 12), rng.randint(1, 28)),
+                    journal="medRxiv", is_preprint=True)
+        out.append(Work(doi=f"https://doi.org/{doi}", openalex_id=f"W{5_000_000_000 + i}", sources=["openalex"],
+                        source_ids={"openalex": f"W{5_000_000_000 + i}"}, publication_types=["preprint"], **meta))
+        out.append(Work(doi=doi.upper(), sources=["europepmc"], source_ids={"europepmc": f"PPR/PPR{i}"},
+                        publication_types=["Preprint"], related_dois=[p["doi"]] if rng.random() < 0.5 else [],
+                        **meta))
+    return out
 
 
 def snapshot(rows: list[dict], when: dt.datetime) -> list[dict]:
@@ -109,10 +134,12 @@ def main() -> None:
     parser.add_argument("--papers", type=int, default=30_000)
     parser.add_argument("--families", type=int, default=5_000, help="distinct first-author family names")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--preprints", type=float, default=0.05,
+                        help="fraction of papers that also have a preprint version (0: the pre-versions workload)")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    records = generate(args.records, args.papers, args.families, args.seed)
+    records = generate(args.records, args.papers, args.families, args.seed, args.preprints)
     print(f"generated {len(records):,} records of {args.papers:,} papers in {time.perf_counter() - started:.1f}s; "
           f"RSS {peak_rss_mb():.0f} MB")
 
@@ -122,7 +149,8 @@ def main() -> None:
     s = first.stats
     print(f"run 1: {s['records_in']:,} records -> {s['works_out']:,} works in {seconds:.2f}s (CPU {cpu:.2f}s) "
           f"({s['records_in'] / seconds:,.0f} records/s); matched by id {s['matched_by_id']:,}, "
-          f"by title {s['matched_by_fuzzy']:,}; peak RSS {peak_rss_mb():.0f} MB")
+          f"by title {s['matched_by_fuzzy']:,}; {s['versions_linked']:,} with several versions; "
+          f"peak RSS {peak_rss_mb():.0f} MB")
 
     previous = snapshot(first.works, dt.datetime(2025, 1, 6, tzinfo=dt.timezone.utc))
     started, cpu = time.perf_counter(), time.process_time()
@@ -132,7 +160,8 @@ def main() -> None:
     print(f"run 2 (+{len(previous):,} previous rows): {s['works_out']:,} works, {s['works_new']} new, "
           f"in {seconds:.2f}s (CPU {cpu:.2f}s, {s['records_in'] / seconds:,.0f} records/s); "
           f"peak RSS {peak_rss_mb():.0f} MB")
-    if second.stats["works_new"] or second.stats["works_out"] != first.stats["works_out"]:
+    if (second.stats["works_new"] or second.stats["works_out"] != first.stats["works_out"]
+            or second.stats["versions_linked"] != first.stats["versions_linked"]):
         raise SystemExit("second run changed the works: the merge is not a fixed point")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -538,3 +539,190 @@ def test_merge_rules_doc_lists_the_precedence_in_code():
     doc = (settings.PROJECT_ROOT / "docs" / "merge-rules.md").read_text(encoding="utf-8")
     for name, order in PRECEDENCE.items():
         assert f"| `{name}`" in doc and " > ".join(order) in doc.split(f"| `{name}`", 1)[1].split("\n", 1)[0], name
+
+
+# -- versions: a preprint and its published article are one work -------------------
+
+PREPRINT_DOI = "10.1101/2025.01.01.123456"
+ARTICLE_DOI = "10.1186/s12888-025-00042"
+RUN3 = dt.datetime(2025, 1, 20, tzinfo=dt.timezone.utc)
+PP_TITLE = "Peer support for carers of people with first-episode psychosis: a randomised trial"
+
+
+def preprint_record(source: str = "openalex", **over: Any) -> Work:
+    fields = dict(doi=PREPRINT_DOI, title=PP_TITLE + " (preprint)", authors=["Xu R", "Smith J"],
+                  publication_year=2025, publication_date=dt.date(2025, 1, 2), journal="medRxiv",
+                  publication_types=["preprint"], is_preprint=True, abstract="Preprint abstract.")
+    if source == "openalex":
+        fields.update(openalex_id="W4400000001")
+    fields.update(over)
+    return rec(source, "W4400000001" if source == "openalex" else None, **fields)
+
+
+def article_record(source: str = "crossref", **over: Any) -> Work:
+    fields = dict(doi=ARTICLE_DOI, title=PP_TITLE, authors=["Xu R", "Smith J", "Cohen L"], publication_year=2025,
+                  publication_date=dt.date(2025, 6, 10), journal="BMC Psychiatry", volume="25", pages="42",
+                  publication_types=["journal-article"])
+    fields.update(over)
+    return rec(source, **fields)
+
+
+def test_versions_of_a_work_with_one_doi_and_with_none():
+    works = by_id(merge_works(fixture_records()))
+    assert works["doi:10.2196/20001"]["versions"] == [{"id": "10.2196/20001", "kind": "published", "date": None}]
+    assert works["doi:10.1101/2024.01.00009"]["versions"] == [
+        {"id": "10.1101/2024.01.00009", "kind": "preprint", "date": None}]  # bioRxiv/medRxiv prefix
+    assert works["pmid:31000006"]["versions"] == [] and works["pmid:31000006"]["doi"] is None
+    assert all(r["doi"] == (r["versions"][0]["id"] if r["versions"] else None) for r in works.values())
+
+
+def test_preprint_published_a_run_later_becomes_one_work_with_a_stable_id():
+    first = merge_works([preprint_record()])
+    [row] = first.works
+    assert row["work_id"] == f"doi:{PREPRINT_DOI}" and row["doi"] == PREPRINT_DOI
+    assert row["versions"] == [{"id": PREPRINT_DOI, "kind": "preprint", "date": dt.date(2025, 1, 2)}]
+    assert first.stats["versions_linked"] == 0 and first.stats["preprints_published"] == 0
+
+    # Crossref's journal article says is-preprint-of/has-preprint: related_dois carries the preprint.
+    second = merge_works([preprint_record(), article_record(related_dois=[PREPRINT_DOI.upper()])],
+                         as_previous(first.works))
+    [row] = second.works
+    assert row["work_id"] == f"doi:{PREPRINT_DOI}" and row["previous_work_id"] == f"doi:{PREPRINT_DOI}"
+    assert row["doi"] == ARTICLE_DOI  # the citable version
+    assert row["versions"] == [{"id": PREPRINT_DOI, "kind": "preprint", "date": dt.date(2025, 1, 2)},
+                               {"id": ARTICLE_DOI, "kind": "published", "date": dt.date(2025, 6, 10)}]
+    assert row["sources"] == ["crossref", "openalex"] and row["openalex_id"] == "W4400000001"
+    assert second.stats["versions_linked"] == 1 and second.stats["preprints_published"] == 1
+    assert second.stats["works_new"] == 0
+
+
+def test_published_version_wins_the_metadata():
+    # Europe PMC outranks Crossref for titles, but its record is the preprint's.
+    row = _one(preprint_record("europepmc", publication_types=["Preprint"], is_preprint=False),
+               article_record(related_dois=[PREPRINT_DOI]))
+    assert row["work_id"] == f"doi:{ARTICLE_DOI}"  # a new work with both: named after the published DOI
+    assert (row["title"], row["journal"], row["volume"], row["authors"]) == (
+        PP_TITLE, "BMC Psychiatry", "25", ["Xu R", "Smith J", "Cohen L"])
+    assert row["publication_date"] == dt.date(2025, 6, 10)
+    assert row["publication_types"] == ["journal-article"]  # "Preprint" describes a version, not the work
+    assert row["abstract"] == "Preprint abstract."  # the article record has none: the preprint's fills in
+    assert [v["kind"] for v in row["versions"]] == ["preprint", "published"]
+
+
+def test_the_preprint_record_may_carry_the_relation():
+    """has-version / is-preprint-of on the preprint side links the same way."""
+    first = merge_works([article_record("pubmed", pmid="40000001", journal_abbrev="BMC Psychiatry")])
+    assert [r["work_id"] for r in first.works] == [f"doi:{ARTICLE_DOI}"]
+    second = merge_works([rec("pubmed", pmid="40000001"),
+                          preprint_record("europepmc", related_dois=[f"https://doi.org/{ARTICLE_DOI}"])],
+                         as_previous(first.works))
+    [row] = second.works
+    assert row["work_id"] == f"doi:{ARTICLE_DOI}" and row["doi"] == ARTICLE_DOI
+    assert [(v["id"], v["kind"]) for v in row["versions"]] == [(PREPRINT_DOI, "preprint"), (ARTICLE_DOI, "published")]
+    assert row["title"] == PP_TITLE and row["journal"] == "BMC Psychiatry"  # still the article's
+    assert second.stats["preprints_published"] == 0  # it was published already
+
+
+def test_a_relation_seen_once_persists_through_the_versions():
+    first = merge_works([preprint_record()])
+    second = merge_works([preprint_record(), article_record(related_dois=[PREPRINT_DOI])], as_previous(first.works))
+    # Run 3: no record carries the relation any more; the previous row's versions still link them.
+    third = merge_works([preprint_record(), article_record()], as_previous(second.works, RUN2))
+    assert [r["work_id"] for r in third.works] == [f"doi:{PREPRINT_DOI}"]
+    assert third.works[0]["versions"] == second.works[0]["versions"] and third.works[0]["doi"] == ARTICLE_DOI
+    assert third.stats["preprints_published"] == 0
+    # Either version alone is still found as that work.
+    for alone in (preprint_record("europepmc"), article_record("semanticscholar", s2_paper_id="s2pp")):
+        [row] = merge_works([alone], as_previous(third.works, RUN3)).works
+        assert row["work_id"] == f"doi:{PREPRINT_DOI}" and row["doi"] == ARTICLE_DOI
+
+
+def test_a_relation_to_a_doi_no_record_carries_is_kept():
+    """The preprint announces its article before any source lists the article as citing."""
+    first = merge_works([preprint_record()])
+    second = merge_works([preprint_record(related_dois=[ARTICLE_DOI])], as_previous(first.works))
+    [row] = second.works
+    assert row["work_id"] == f"doi:{PREPRINT_DOI}" and row["doi"] == ARTICLE_DOI
+    assert row["versions"][1] == {"id": ARTICLE_DOI, "kind": "published", "date": None}
+    assert row["journal"] == "medRxiv"  # no metadata of the article yet
+    assert second.stats["preprints_published"] == 1
+    third = merge_works([article_record()], as_previous(second.works, RUN2))
+    [row] = third.works
+    assert row["work_id"] == f"doi:{PREPRINT_DOI}" and row["journal"] == "BMC Psychiatry"
+    assert row["versions"][1]["date"] == dt.date(2025, 6, 10)
+
+
+def test_an_explicit_relation_joins_two_records_of_one_source():
+    preprint = rec("crossref", doi=PREPRINT_DOI, title=PP_TITLE, authors=["Xu R"], publication_year=2025,
+                   publication_types=["posted-content"], related_dois=[ARTICLE_DOI])
+    article = rec("crossref", doi=ARTICLE_DOI, title=PP_TITLE, authors=["Xu R"], publication_year=2025,
+                  publication_types=["journal-article"])
+    assert len(merge_works([replace(preprint, related_dois=[]), article]).works) == 2  # the title rule alone
+    [row] = merge_works([preprint, article]).works
+    assert row["doi"] == ARTICLE_DOI and row["source_ids"] == {"crossref": ARTICLE_DOI}
+
+
+def test_version_kinds():
+    rows = by_id(merge_works([
+        rec("crossref", doi="10.1101/gad.123.4", title="A Cold Spring Harbor journal article"),
+        rec("openalex", "W1", doi="10.5555/zenodo.1", openalex_id="W1", is_preprint=True),
+        rec("europepmc", "PPR/PPR2", doi="10.5555/osf.2", publication_types=["Preprint"]),
+        rec("crossref", doi="10.2139/ssrn.3"),
+        rec("crossref", doi="10.48550/arxiv.2501.00001"),
+    ]))
+    kinds = {r["doi"]: r["versions"][0]["kind"] for r in rows.values()}
+    assert kinds == {"10.1101/gad.123.4": "published", "10.5555/zenodo.1": "preprint", "10.5555/osf.2": "preprint",
+                     "10.2139/ssrn.3": "preprint", "10.48550/arxiv.2501.00001": "preprint"}
+
+
+def test_preprint_kind_is_sticky():
+    first = merge_works([rec("openalex", "W2", doi="10.5555/zenodo.2", openalex_id="W2", is_preprint=True)])
+    second = merge_works([rec("opencitations", "br/062", doi="10.5555/zenodo.2")], as_previous(first.works))
+    assert second.works[0]["versions"][0]["kind"] == "preprint"
+
+
+def test_previous_row_without_versions_still_counts_as_a_preprint():
+    """Snapshots written before the versions column existed."""
+    first = as_previous(merge_works([preprint_record()]).works)
+    for row in first:
+        del row["versions"]
+    result = merge_works([article_record(related_dois=[PREPRINT_DOI])], first)
+    [row] = result.works
+    assert row["work_id"] == f"doi:{PREPRINT_DOI}" and result.stats["preprints_published"] == 1
+    assert [v["kind"] for v in row["versions"]] == ["preprint", "published"]
+
+
+def test_update_notices_are_a_sticky_union():
+    first = merge_works([
+        rec("crossref", doi="10.1000/n1", title="Noticed", update_notices=["correction:10.1000/c1"]),
+        rec("pubmed", pmid="40000002", doi="10.1000/n1", update_notices=["retraction", "correction:10.1000/c1"]),
+    ])
+    assert first.works[0]["update_notices"] == ["correction:10.1000/c1", "retraction"]
+    second = merge_works([rec("crossref", doi="10.1000/n1", update_notices=["expression_of_concern"])],
+                         as_previous(first.works))
+    assert second.works[0]["update_notices"] == ["correction:10.1000/c1", "expression_of_concern", "retraction"]
+    third = merge_works([rec("openalex", "W3", doi="10.1000/n1", openalex_id="W3")], as_previous(second.works))
+    assert third.works[0]["update_notices"] == second.works[0]["update_notices"]
+
+
+def test_abstract_precedence_and_fallback():
+    doi = "10.1000/abs"
+    sources = ("openalex", "crossref", "semanticscholar", "europepmc", "pubmed")
+    records = [rec(s, f"{s}-id", doi=doi, abstract=f"{s} abstract") for s in sources]
+    for k in range(len(sources)):  # drop the best one each time: the next in PRECEDENCE wins
+        assert _one(*records[: len(sources) - k])["abstract"] == f"{sources[len(sources) - k - 1]} abstract"
+    first = merge_works([rec("pubmed", pmid="40000003", doi=doi, abstract="PubMed abstract")])
+    row = _one(rec("pubmed", pmid="40000003"), rec("openalex", "W4", doi=doi, abstract="OpenAlex abstract"),
+               previous=as_previous(first.works))
+    assert row["abstract"] == "PubMed abstract"  # last run's PubMed abstract outranks OpenAlex's
+    row = _one(rec("openalex", "W4", doi=doi), previous=as_previous(first.works))
+    assert row["abstract"] == "PubMed abstract"
+
+
+def test_relevance_passes_through_from_the_previous_row():
+    first = merge_works([rec("pubmed", pmid="40000004", title="Scored")])
+    assert (first.works[0]["relevance"], first.works[0]["relevance_reason"]) == (None, None)
+    previous = as_previous(first.works)
+    previous[0].update(relevance=0.75, relevance_reason="peer support; carers")
+    row = _one(rec("pubmed", pmid="40000004"), previous=previous)
+    assert (row["relevance"], row["relevance_reason"]) == (0.75, "peer support; carers")

@@ -41,7 +41,12 @@ def paper_records(draw: Any) -> list[Work]:
         p = papers[k]
         source = draw(st.sampled_from(SOURCES))
         has = draw(st.lists(st.booleans(), min_size=7, max_size=7))
-        doi = f"10.1000/p{k}" + draw(st.sampled_from(["", "", "", ".v2"]))  # sometimes a second DOI
+        # Sometimes a second DOI, sometimes the paper's preprint (a preprint server's DOI).
+        doi = draw(st.sampled_from([f"10.1000/p{k}"] * 3 + [f"10.1000/p{k}.v2", f"10.1101/2020.01.0{k}"]))
+        # Relations to the paper's other versions, now and then to another paper's DOI.
+        other = draw(st.integers(0, n_papers - 1))
+        related = draw(st.sampled_from([[]] * 4 + [[f"10.1000/p{k}"], [f"10.1101/2020.01.0{k}"],
+                                                   [f"10.1000/p{k}.v2", f"10.1000/p{k}"], [f"10.1000/p{other}"]]))
         title = _variant(p["title"], draw(st.integers(0, 5)))
         records.append(Work(
             title=title,
@@ -55,8 +60,14 @@ def paper_records(draw: Any) -> list[Work]:
             publication_year=p["year"] + draw(st.sampled_from([0, 0, 1])) if title else None,
             publication_date=dt.date(p["year"], draw(st.integers(1, 12)), draw(st.integers(1, 28))),
             journal=draw(st.sampled_from([None, "J A", "J B"])),
-            publication_types=draw(st.lists(st.sampled_from(["Journal Article", "Review", "Preprint"]), max_size=2)),
+            publication_types=draw(st.lists(st.sampled_from(["Journal Article", "Review", "Preprint",
+                                                             "posted-content"]), max_size=2)),
             is_retracted=draw(st.booleans()),
+            abstract=draw(st.sampled_from([None, None, f"Abstract {k}", f"Other abstract {k}"])),
+            update_notices=draw(st.lists(st.sampled_from(["retraction", "correction:10.1000/c", "correction"]),
+                                         max_size=2)),
+            related_dois=related,
+            is_preprint=draw(st.booleans()) and draw(st.booleans()),
             sources=[source],
             source_ids={source: f"{source[:2]}{k}{draw(st.sampled_from(['', '', 'b']))}"},
         ))
@@ -123,7 +134,13 @@ any_work = st.builds(
     publication_types=st.lists(st.text(max_size=8), max_size=3), is_retracted=st.booleans(),
     sources=st.lists(st.one_of(st.sampled_from(SOURCES), st.text(max_size=5)), max_size=2),
     source_ids=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=2),
+    abstract=text, update_notices=st.lists(text, max_size=2),
+    related_dois=st.one_of(st.lists(text, max_size=2), text), is_preprint=st.booleans(),
 )
+version = st.one_of(
+    st.fixed_dictionaries({"id": text, "kind": st.one_of(st.none(), st.sampled_from(["preprint", "published"]), text),
+                           "date": st.one_of(st.none(), st.dates(), st.text(max_size=10))}),
+    text, st.dictionaries(st.text(max_size=4), text, max_size=2))
 any_previous = st.fixed_dictionaries({}, optional={
     "work_id": text, "title": text, "doi": text, "pmid": text, "authors": st.one_of(st.none(), st.lists(text)),
     "publication_year": st.one_of(st.none(), st.integers(), st.floats()),
@@ -134,6 +151,10 @@ any_previous = st.fixed_dictionaries({}, optional={
     "first_seen": st.one_of(st.none(), st.datetimes(timezones=st.just(dt.timezone.utc)), st.datetimes()),
     "publication_types": st.one_of(st.none(), st.lists(st.text(max_size=5))),
     "is_retracted": st.one_of(st.none(), st.booleans()),
+    "versions": st.one_of(st.none(), text, st.lists(version, max_size=3)),
+    "abstract": text, "update_notices": st.one_of(st.none(), st.lists(text, max_size=2)),
+    "relevance": st.one_of(st.none(), st.floats(), st.booleans(), text),
+    "relevance_reason": text,
 })
 
 
@@ -147,3 +168,24 @@ def test_no_input_crashes_it_and_order_still_does_not_matter(records, previous, 
     rnd.shuffle(records)
     rnd.shuffle(previous)
     assert merge_works(records, previous).works == result.works
+
+
+@PROPS
+@given(paper_records(), paper_records())
+def test_versions_are_consistent(earlier, records):
+    previous = as_previous(merge_works(earlier).works)
+    for row in merge_works(records, previous).works:
+        versions = row["versions"]
+        ids = [v["id"] for v in versions]
+        assert len(ids) == len(set(ids))
+        assert versions == sorted(versions, key=lambda v: (v["date"] is None, v["date"] or dt.date.min, v["id"]))
+        assert (row["doi"] is None) == (not versions) and (row["doi"] is None or row["doi"] in ids)
+        if any(v["kind"] == "published" for v in versions):
+            assert next(v["kind"] for v in versions if v["id"] == row["doi"]) == "published"
+            assert not {"preprint", "posted-content"} & {t.lower() for t in row["publication_types"]}
+        old = next((p for p in previous if p["work_id"] == row["previous_work_id"]), None)
+        if old is not None:  # versions only grow, and a preprint stays one
+            before = {v["id"]: v["kind"] for v in old["versions"]}
+            now = {v["id"]: v["kind"] for v in versions}
+            assert before.keys() <= now.keys()
+            assert all(now[i] == "preprint" for i, kind in before.items() if kind == "preprint")
