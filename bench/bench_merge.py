@@ -4,8 +4,9 @@ Five sources see ~30k papers with overlapping, differently spelled id subsets
 (the same shapes as the source mappers emit); a few records carry no shared id
 and need the title match. With ``--preprints F`` a fraction F of the papers also
 has a medRxiv preprint, listed on top of the ``--records`` by OpenAlex and Europe
-PMC; Europe PMC links half of them to the article (``related_dois``). Prints wall time, records/s and peak RSS for a first
-run and for a second run that feeds the first output back as the previous snapshot.
+PMC; Europe PMC links half of them to the article (``related_dois``). Prints wall
+time, records/s and peak RSS for a first run and for a second run that feeds the
+first output back as the previous snapshot.
 Not a test: it asserts only that the merge found the papers it was given.
 """
 from __future__ import annotations

@@ -774,7 +774,11 @@ class _Merger:
             if i < n:
                 doi = ids[i][0]
                 if doi:
-                    date = _date(works[i].publication_date)
+                    w = works[i]
+                    date = _date(w.publication_date)
+                    year = _year(w.publication_year) if date is not None else None
+                    if year is not None and abs(date.year - year) > 1:  # type: ignore[union-attr]
+                        date = None  # a date the record's own year contradicts is wrong
                     old = dates.get(doi, date)
                     dates[doi] = date if old is None or (date is not None and date < old) else old
                 if related[i]:

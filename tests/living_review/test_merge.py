@@ -726,3 +726,11 @@ def test_relevance_passes_through_from_the_previous_row():
     previous[0].update(relevance=0.75, relevance_reason="peer support; carers")
     row = _one(rec("pubmed", pmid="40000004"), previous=previous)
     assert (row["relevance"], row["relevance_reason"]) == (0.75, "peer support; carers")
+
+
+def test_version_date_is_the_earliest_sensible_one():
+    row = _one(rec("crossref", doi="10.1000/vd", publication_year=2021, publication_date=dt.date(2021, 3, 1)),
+               rec("openalex", "W5", doi="10.1000/vd", publication_year=2021, publication_date=dt.date(2021, 2, 14)),
+               rec("semanticscholar", "s2vd", doi="10.1000/vd", publication_year=2021,
+                   publication_date=dt.date(1900, 1, 1)))
+    assert row["versions"] == [{"id": "10.1000/vd", "kind": "published", "date": dt.date(2021, 2, 14)}]
