@@ -6,7 +6,7 @@ import re
 # re.ASCII: "\d" must not accept Arabic-Indic or other Unicode digits. A DOI suffix is
 # any printable run: no whitespace, controls or bidi overrides (they would travel into
 # work_id, Parquet and the links of a digest).
-DOI_RE = re.compile(r"^10\.\d{4,9}/[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+$", re.ASCII)
+DOI_RE = re.compile(r"^10\.[0-9]{4,9}/[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+$")
 PMID_RE = re.compile(r"^[1-9]\d{0,9}$", re.ASCII)
 PMCID_RE = re.compile(r"^PMC\d{1,10}$", re.ASCII)
 OPENALEX_RE = re.compile(r"^W\d+$", re.ASCII)

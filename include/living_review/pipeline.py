@@ -437,11 +437,14 @@ def enrich_metadata(ctx: RunContext, client: Any | None) -> dict[str, Any]:
         log.error("crossref: enrichment failed, publishing without it: %s", exc)
         return stats
     # Crossref answers an alias DOI with the primary record: make the alias findable too.
+    # The record is filed under the DOI we asked for (the one the citing sources use), so it
+    # merges with them instead of looking like a second version.
     by_doi = {w.doi: w for w in works if w.doi}
+    asked_for = {r["doi"] for r in wanted}
     for asked, primary in (info.get("aliased") or {}).items():
         if primary in by_doi and asked not in by_doi:
-            alias = dataclasses.replace(by_doi[primary], related_dois=[*by_doi[primary].related_dois, asked])
-            by_doi[primary] = alias
+            record = by_doi[primary] if primary in asked_for else by_doi.pop(primary)
+            by_doi[asked] = dataclasses.replace(record, doi=asked, source_ids={"crossref": asked})
     works = list(by_doi.values())
     stats["enriched"] = sum(1 for r in wanted if r["doi"] in by_doi
                             or r["doi"] in (info.get("aliased") or {}))
@@ -538,7 +541,12 @@ def _notices(row: dict[str, Any], kind: str) -> set[str]:
 
 
 def _version_kinds(row: dict[str, Any]) -> set[str]:
-    return {v.get("kind") for v in (row.get("versions") or []) if isinstance(v, dict)}
+    from include.living_review.merge import preprint_server_doi
+
+    kinds = {v.get("kind") for v in (row.get("versions") or []) if isinstance(v, dict)}
+    if not kinds and row.get("doi"):  # a snapshot written before `versions` existed
+        kinds = {"preprint" if preprint_server_doi(row["doi"]) else "published"}
+    return kinds
 
 
 def _events(old: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any]]:
