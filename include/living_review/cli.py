@@ -14,8 +14,7 @@ from include.living_review import settings
 from include.living_review.config import ConfigError, load_config
 from include.living_review.storage import Layout, published_dates, read_json
 
-SOURCE_LABELS = {"pubmed": "PubMed", "europepmc": "Europe PMC", "openalex": "OpenAlex",
-                 "opencitations": "OpenCitations", "semanticscholar": "Semantic Scholar", "crossref": "Crossref"}
+SOURCE_LABELS = settings.SOURCE_LABELS
 
 
 def check_config(_: argparse.Namespace) -> int:

@@ -53,6 +53,7 @@ from urllib.parse import quote, urlsplit
 import jinja2
 
 from include.living_review import settings
+from include.living_review.normalize import as_date
 from include.living_review.config import ReviewConfig
 from include.living_review.delivery import atomic_write
 from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_pmid
@@ -63,14 +64,7 @@ TEMPLATE_DIR = Path(__file__).with_name("templates")
 DEFAULT_SENDER = "living-review@localhost"
 DIGEST_HEADER = "X-Living-Review-Digest"
 
-SOURCE_LABELS: dict[str, str] = {
-    "pubmed": "PubMed",
-    "europepmc": "Europe PMC",
-    "openalex": "OpenAlex",
-    "opencitations": "OpenCitations",
-    "semanticscholar": "Semantic Scholar",
-    "crossref": "Crossref",
-}
+SOURCE_LABELS = settings.SOURCE_LABELS
 # Badge label per normalised publication type (PubMed names and the other sources' spellings).
 _BADGES: dict[str, str] = {
     "review": "Review",
@@ -253,19 +247,6 @@ def _sources_in_order(sources: Sequence[str]) -> list[str]:
     return known + sorted(s for s in sources if s not in SOURCE_LABELS)
 
 
-def _as_date(value: object) -> dt.date | None:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value[:10])
-        except ValueError:
-            return None
-    return None
-
-
 def week_of(snapshot_date: dt.date) -> dt.date:
     """The Monday of ``snapshot_date``'s ISO week."""
     return snapshot_date - dt.timedelta(days=snapshot_date.weekday())
@@ -330,7 +311,7 @@ def id_url(ident: object) -> str | None:
 
 def to_item(row: Mapping[str, Any]) -> DigestItem:
     """A snapshot row (``CITING_WORKS_SCHEMA`` columns) as a :class:`DigestItem`."""
-    pub_date = _as_date(row.get("publication_date"))
+    pub_date = as_date(row.get("publication_date"))
     year = row.get("publication_year")
     if not isinstance(year, int) or isinstance(year, bool):
         year = pub_date.year if pub_date else None
@@ -439,7 +420,7 @@ def _update_items(retracted: Sequence[Mapping[str, Any]], corrected: Sequence[Ma
             badges = _with_badge(badges, CORRECTED)
         flagged = bool(item.work_id) and item.work_id in announced
         entries.append(replace(item, badges=badges, notices=_notice_links(row, kinds), flagged=flagged, reason="",
-                               announced=_as_date(announced.get(item.work_id)) if flagged else None))
+                               announced=as_date(announced.get(item.work_id)) if flagged else None))
     for row in corrected:
         item = to_item(row)
         if item.work_id in retracted_ids:

@@ -41,6 +41,7 @@ from rapidfuzz.distance import OSA
 from rapidfuzz.fuzz import ratio
 
 from include.living_review import settings
+from include.living_review.normalize import as_date
 from include.living_review.ids import (
     normalize_doi,
     normalize_openalex_id,
@@ -213,19 +214,6 @@ def _year(value: object) -> int | None:
         return None
 
 
-def _date(value: object) -> dt.date | None:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value[:10])
-        except ValueError:
-            return None
-    return None
-
-
 def _ts_key(value: object) -> str:
     """Sortable text for a ``first_seen`` value; missing sorts last."""
     if isinstance(value, dt.datetime):
@@ -284,12 +272,12 @@ def _previous_versions(row: Mapping[str, Any], doi: str | None,
             continue
         kind = item.get("kind")
         pre = isinstance(kind, str) and kind.strip().casefold() == PREPRINT
-        date = _date(item.get("date"))
+        date = as_date(item.get("date"))
         old = found.get(vid)
         found[vid] = (pre, date) if old is None else (old[0] or pre, _version_date(old[1], date))
     if doi and doi not in found:
         pre = preprint_server_doi(doi) or (not found and has_preprint_type(row.get("publication_types")))
-        found[doi] = (pre, _date(row.get("publication_date")))
+        found[doi] = (pre, as_date(row.get("publication_date")))
     if len(found) == 1:
         return [(vid, pre, date) for vid, (pre, date) in found.items()]
     return [(vid, pre, date) for vid, (pre, date) in sorted(found.items())]
@@ -328,7 +316,7 @@ def _previous_work(row: Mapping[str, Any]) -> tuple[Work, str | None, str]:
         authors=_str_list(row.get("authors")),
         journal=_text(row.get("journal")), journal_abbrev=_text(row.get("journal_abbrev")),
         publication_year=_year(row.get("publication_year")),
-        publication_date=_date(row.get("publication_date")),
+        publication_date=as_date(row.get("publication_date")),
         volume=_text(row.get("volume")), issue=_text(row.get("issue")), pages=_text(row.get("pages")),
         publication_types=_str_list(row.get("publication_types")),
         language=_text(row.get("language")),
@@ -775,7 +763,7 @@ class _Merger:
                 doi = ids[i][0]
                 if doi:
                     w = works[i]
-                    date = _date(w.publication_date)
+                    date = as_date(w.publication_date)
                     year = _year(w.publication_year) if date is not None else None
                     if year is not None and abs(date.year - year) > 1:  # type: ignore[union-attr]
                         date = None  # a date the record's own year contradicts is wrong
@@ -817,7 +805,7 @@ class _Merger:
         works = self.works
 
         def sensible(nodes: Iterable[int]) -> list[dt.date]:
-            dates = {d for d in (_date(works[i].publication_date) for i in nodes) if d is not None}
+            dates = {d for d in (as_date(works[i].publication_date) for i in nodes) if d is not None}
             return [d for d in dates if year is None or abs(d.year - year) <= 1]
 
         found = sensible(i for i in members if self.tier[i] != 2) if mixed else []

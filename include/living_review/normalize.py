@@ -194,3 +194,17 @@ def clean_abstract(value: object) -> str | None:
     if text and text.lower().startswith("abstract "):
         text = text[9:]
     return text
+
+
+def as_date(value: object) -> dt.date | None:
+    """A date from a date, a datetime or an ISO string (first 10 characters); None otherwise."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            return None
+    return None

@@ -40,14 +40,7 @@ log = logging.getLogger(__name__)
 TEMPLATE = "report.html.j2"
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 LISTING_ORDER = ("pubmed", "europepmc", "openalex", "opencitations", "semanticscholar")
-SOURCE_LABELS: dict[str, str] = {
-    "pubmed": "PubMed",
-    "europepmc": "Europe PMC",
-    "openalex": "OpenAlex",
-    "opencitations": "OpenCitations",
-    "semanticscholar": "Semantic Scholar",
-    "crossref": "Crossref",
-}
+SOURCE_LABELS = settings.SOURCE_LABELS
 # Change kinds, most important first: a retraction matters more than one more citer.
 CHANGE_ORDER = ("retracted", "corrected", "preprint_published", "no_longer_reported", "updated", "added")
 CHANGE_LABELS: dict[str, str] = {

@@ -33,6 +33,11 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     "opencitations": "https://api.opencitations.net",
     "semantic_scholar": "https://api.semanticscholar.org",
 }
+# How each source is named to people (digests, summaries, the report page).
+SOURCE_LABELS: dict[str, str] = {
+    "pubmed": "PubMed", "europepmc": "Europe PMC", "openalex": "OpenAlex", "opencitations": "OpenCitations",
+    "semanticscholar": "Semantic Scholar", "crossref": "Crossref",
+}
 SMTP_CONN_ID = "smtp_default"
 SLACK_CONN_ID = "slack_digest"
 
