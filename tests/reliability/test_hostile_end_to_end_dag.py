@@ -31,6 +31,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from include.living_review.digest import DIGEST_HEADER
+from include.living_review.normalize import clean_title
 from tests.fakes.corpus import Paper, seed_corpus
 from tests.fakes.server import Response
 from tests.fakes.smtp import FakeSmtpServer
@@ -198,10 +199,12 @@ def test_received_email_html_is_inert(e2e):
     parsed = Tags()
     parsed.feed(emails(e2e)[0].message.get_body(("html",)).get_content())
     shown = "".join(parsed.text)
-    assert "<script>alert(2)</script> Peer support online." in shown  # displayed literally, as text
-    assert '<img src=x onerror="alert(3)"> Recovery colleges.' in shown
-    assert '"><a href=javascript:alert(4)>click me</a> Peer mentoring.' in shown
-    assert "<b>Evil</b> A" in shown and "J <i>X</i> & Y" in shown
+    # Titles are stored without markup (clean_title decodes entities, then drops anything
+    # tag-shaped); whatever text remains is displayed literally, as text.
+    for key in ("encoded-script", "img-onerror", "attr-breakout"):
+        assert clean_title(HOSTILE[key])[0] in shown, key
+    assert "alert(2) Peer support online." in shown and '">click me Peer mentoring.' in shown
+    assert "<b>Evil</b> A" in shown and "J <i>X</i> & Y" in shown  # author names are text, escaped
 
 
 def _slack_texts(payload: Any) -> list[str]:
@@ -229,7 +232,9 @@ def test_slack_payload_cannot_ping_forge_links_or_format(e2e):
             for literal in ("*bold*", "_it_", "~st~", "`code`", "*Star*", "*again*"):
                 assert literal not in text, text
     blob = json.dumps(payloads, ensure_ascii=False)
-    assert "&lt;!channel&gt; &lt;@U123&gt; &lt;http://evil.example|click&gt;" in blob
+    # "<!channel>" and "<http://…|click>" are tag-shaped and dropped from the stored title;
+    # the mention-shaped "<@U123>" survives cleaning and is escaped so it cannot ping.
+    assert "&lt;@U123&gt; " in blob and "evil.example" not in blob
     assert f"{ZWSP}*{ZWSP}bold{ZWSP}*{ZWSP}" in blob and "&lt;@U999&gt; C" in blob
     assert "&lt;@U123&gt; pinged" in json.dumps(payloads[1], ensure_ascii=False)  # week 2's new paper
 
