@@ -188,7 +188,8 @@ class HttpClient:
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
         self.sleep = sleep
-        self.throttle = Throttle(rate, sleep=sleep)
+        # 5% under the limit: pacing exactly at it lets limit+1 requests land in one rolling second.
+        self.throttle = Throttle(rate * settings.RATE_SAFETY, sleep=sleep)
         self.log = RequestLog()
 
     def url(self, path: str) -> str:

@@ -52,6 +52,8 @@ RATE_LIMITS: dict[str, tuple[float, float]] = {
     "semanticscholar": (1.0, 1.0),
 }
 
+RATE_SAFETY = 0.95  # clients pace at this share of each provider's limit
+
 HTTP_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds
 HTTP_MAX_TRIES = int(os.environ.get("LIVING_REVIEW_HTTP_MAX_TRIES", "5"))
 HTTP_BACKOFF_BASE = float(os.environ.get("LIVING_REVIEW_HTTP_BACKOFF_BASE", "1.0"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from include.living_review import settings
 from include.living_review.config import ReviewConfig
 from include.living_review.http import SourceError
 from include.living_review.sources.base import KnownWorks, RawContractError, SourceSkipped, check_raw_contract
@@ -151,9 +152,9 @@ def test_enrich_makes_one_polite_request_per_doi(papers, sleeps):
 
 
 def test_polite_pool_rate_needs_an_email():
-    assert CrossrefClient("http://127.0.0.1:9").http.throttle.interval == pytest.approx(1 / 5)
+    assert CrossrefClient("http://127.0.0.1:9").http.throttle.interval == pytest.approx(1 / (5 * settings.RATE_SAFETY))
     polite = CrossrefClient("http://127.0.0.1:9", email="team@example.org")
-    assert polite.http.throttle.interval == pytest.approx(1 / 10)
+    assert polite.http.throttle.interval == pytest.approx(1 / (10 * settings.RATE_SAFETY))
     assert polite.params == {"mailto": "team@example.org"}
 
 
