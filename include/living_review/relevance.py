@@ -39,6 +39,7 @@ import itertools
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -96,7 +97,7 @@ class EmbeddingScorerUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class _Doc:
-    features: list[str]          # unigrams and within-phrase bigrams, stemmed
+    features: dict[str, int]     # unigram/within-phrase bigram (stemmed) -> count; titles count TITLE_REPEAT times
     surface: dict[str, str]      # feature -> the words as first written, for reasons
     title_features: frozenset[str]
 
@@ -231,8 +232,11 @@ def _features(text: str, surface: dict[str, str]) -> list[str]:
 def _doc(title: str, abstract: str) -> _Doc:
     surface: dict[str, str] = {}
     title_features = _features(title, surface)
-    return _Doc(features=title_features * TITLE_REPEAT + _features(abstract, surface),
-                surface=surface, title_features=frozenset(title_features))
+    # Counts, not the token list: a work keeps each distinct feature once.
+    counts = Counter(_features(abstract, surface))
+    for feature in title_features:
+        counts[feature] += TITLE_REPEAT
+    return _Doc(features=dict(counts), surface=surface, title_features=frozenset(title_features))
 
 
 def _keyword_hits(scope_keywords: Sequence[str], doc: _Doc) -> tuple[float, list[str]]:
@@ -274,23 +278,26 @@ def _ramp(values: np.ndarray, floor: float, ceiling: float) -> np.ndarray:
 # dense; the works stay as (document, feature) pairs, so memory grows with the text,
 # not with documents x vocabulary.
 def _tfidf(review_text: str, docs: Sequence[_Doc]) -> tuple[np.ndarray, list[str]]:
-    review = _features(review_text, {})
+    review = dict(Counter(_features(review_text, {})))
     all_docs = [review] + [d.features for d in docs]
     vocabulary: dict[str, int] = {}
     doc_ids: list[int] = []
     feature_ids: list[int] = []
+    pair_counts: list[int] = []
     for index, features in enumerate(all_docs):
-        for feature in features:
+        for feature, count in features.items():
             feature_ids.append(vocabulary.setdefault(feature, len(vocabulary)))
             doc_ids.append(index)
+            pair_counts.append(count)
     n_docs, n_features = len(all_docs), len(vocabulary)
     if not n_features:
         return np.zeros(len(docs)), ["" for _ in docs]
 
-    # Count each (document, feature) pair once: unique over a combined key.
-    keys, counts = np.unique(np.asarray(doc_ids, dtype=np.int64) * n_features
-                             + np.asarray(feature_ids, dtype=np.int64), return_counts=True)
-    pair_doc, pair_feature = keys // n_features, keys % n_features
+    # Pairs arrive unique per document (the counts were taken per work), sorted by document.
+    pair_doc = np.asarray(doc_ids, dtype=np.int64)
+    pair_feature = np.asarray(feature_ids, dtype=np.int64)
+    counts = np.asarray(pair_counts, dtype=np.float64)
+    del doc_ids, feature_ids, pair_counts
     df = np.bincount(pair_feature, minlength=n_features)
     idf = np.log((1.0 + n_docs) / (1.0 + df)) + 1.0
     weight = (1.0 + np.log(counts)) * idf[pair_feature]
