@@ -16,6 +16,12 @@ the inbox/channel settles it with :meth:`DeliveryLedger.resolve`.
 The ledger is a small JSON file, rewritten atomically under an ``flock`` so the email
 and Slack tasks of one run may update it concurrently. It must live on storage that
 every worker sees (the data directory).
+
+On an object store (an ``s3://`` data dir) there is no ``flock``: the ledger is read
+and rewritten as one object (each PUT is atomic), and the email and Slack tasks of a
+run must not update it at the same moment, or one update can be lost. Today one
+``send_digest`` task delivers every channel in turn and the digest DAG has
+``max_active_runs=1``, so no two updates overlap.
 """
 from __future__ import annotations
 
@@ -120,8 +126,11 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
 class DeliveryLedger:
     """Per (idempotency key, channel) delivery states, persisted as JSON at ``path``."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path | Any):
+        from include.living_review.storage import data_path, is_remote
+
+        self.path = data_path(path) if not isinstance(path, Path) else path
+        self._remote = is_remote(self.path)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
 
     # -- storage ------------------------------------------------------------------
@@ -143,11 +152,20 @@ class DeliveryLedger:
         document = {"version": LEDGER_VERSION,
                     "deliveries": {key: {ch: asdict(rec) for ch, rec in sorted(channels.items())}
                                    for key, channels in sorted(deliveries.items())}}
-        atomic_write(self.path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+        data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        if self._remote:
+            self.path.write_bytes(data)  # one PUT: atomic per object
+        else:
+            atomic_write(self.path, data)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, dict[str, DeliveryRecord]]]:
         """Read-modify-write under an exclusive lock; the yielded dict is written back on success."""
+        if self._remote:  # no flock on an object store (see the module docstring)
+            deliveries = self._read()
+            yield deliveries
+            self._write(deliveries)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self._lock_path, "a+") as lock:
             if fcntl is not None:
