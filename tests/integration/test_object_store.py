@@ -164,3 +164,29 @@ def test_analysts_read_the_snapshots_from_s3(s3_data_dir, s3_server, eutils):
         f"SELECT CAST(snapshot_date AS VARCHAR), count(*) FROM read_parquet('{s3_data_dir}/snapshots/*/*/*.parquet', "
         "hive_partitioning = true) GROUP BY 1").fetchall())
     assert counts == {WEEK1.isoformat(): 20, WEEK2.isoformat(): 20}
+
+
+def test_a_failed_upload_puts_the_partition_back(s3_data_dir, monkeypatch):
+    """publish_files on S3: an upload that fails restores what it replaced and removes what it added."""
+    from include.living_review.storage import StorageError, data_path, json_file, publish_files, read_json
+    from include.living_review.storage import write_json_atomic
+
+    root = data_path(s3_data_dir)
+    kept, added, failing = root / "t" / "kept.json", root / "t" / "added.json", root / "t" / "failing.json"
+    write_json_atomic({"v": 1}, kept)
+    fs = kept.fs
+    assert failing.fs is fs  # fsspec caches one filesystem per set of options
+    real_put = fs.put_file
+
+    def put_file(lpath, rpath, **kwargs):
+        if rpath.endswith("failing.json"):
+            raise PermissionError(13, "Access Denied")
+        return real_put(lpath, rpath, **kwargs)
+
+    monkeypatch.setattr(fs, "put_file", put_file)
+    with pytest.raises(StorageError, match="could not publish .*failing.json"):
+        publish_files([(kept, json_file({"v": 2})), (added, json_file({"v": 2})), (failing, json_file({}))])
+    fs.invalidate_cache()
+    assert read_json(kept) == {"v": 1}
+    assert not added.exists() and not failing.exists()
+    assert [p.name for p in (root / "t").iterdir()] == ["kept.json"]  # no backup left behind
