@@ -106,8 +106,16 @@ def _now() -> str:
 
 
 def atomic_write(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temp file beside ``path``, fsync, then ``os.replace`` it in."""
-    path = Path(path)
+    """Write ``data`` to a temp file beside ``path``, fsync, then ``os.replace`` it in.
+
+    On an object store: one PUT, which is atomic per object.
+    """
+    from include.living_review.storage import data_path, is_remote
+
+    path = path if isinstance(path, Path) else data_path(path)
+    if is_remote(path):
+        path.write_bytes(data)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -152,11 +160,7 @@ class DeliveryLedger:
         document = {"version": LEDGER_VERSION,
                     "deliveries": {key: {ch: asdict(rec) for ch, rec in sorted(channels.items())}
                                    for key, channels in sorted(deliveries.items())}}
-        data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-        if self._remote:
-            self.path.write_bytes(data)  # one PUT: atomic per object
-        else:
-            atomic_write(self.path, data)
+        atomic_write(self.path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, dict[str, DeliveryRecord]]]:

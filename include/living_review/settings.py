@@ -42,6 +42,8 @@ SOURCE_LABELS: dict[str, str] = {
 }
 SMTP_CONN_ID = "smtp_default"
 SLACK_CONN_ID = "slack_digest"
+# For an s3:// data dir when LIVING_REVIEW_STORAGE_OPTIONS is unset (mapped in dags/_lib/glue.py).
+STORAGE_CONN_ID = "aws_default"
 
 # Requests per second each provider allows (anonymous, with key). The pools in
 # ``pools.json`` are sized from the same figures.

@@ -15,6 +15,7 @@ import pytest
 
 from include.living_review import pipeline, settings
 from include.living_review.delivery import DeliveryLedger
+from include.living_review.digest import write_outbox
 from include.living_review.digest_job import plan_digest, record_result
 from include.living_review.storage import Layout, is_remote, published_dates
 from include.living_review.sources.pubmed import PubMedClient
@@ -123,6 +124,10 @@ def test_pipeline_and_digest_on_an_object_store(s3_data_dir, s3_server, eutils):
     plan = plan_digest(conf, data_dir, WEEK2, today=TODAY)
     assert plan.reason == "ready" and plan.digest is not None
     assert plan.digest.item_count == 21  # the first digest is a baseline of every work
+    written = write_outbox(plan.digest, plan.layout.outbox_dir)
+    assert [p.name.rsplit(".", 1)[-1] for p in written] == ["eml", "json"]
+    assert all(fs.isfile(p.path) for p in written) and str(written[0]).startswith(f"{s3_data_dir}/outbox/")
+    assert write_outbox(plan.digest, plan.layout.outbox_dir) == written  # once: a rerun leaves them
     record_result(plan, "sent", {"email": "sent"}, advance=True)
     assert json.loads(layout2.manifest_file.read_text())["digest"]["status"] == "sent"
     assert plan_digest(conf, data_dir, WEEK2, today=TODAY).reason.startswith("already announced")
@@ -190,3 +195,24 @@ def test_a_failed_upload_puts_the_partition_back(s3_data_dir, monkeypatch):
     assert read_json(kept) == {"v": 1}
     assert not added.exists() and not failing.exists()
     assert [p.name for p in (root / "t").iterdir()] == ["kept.json"]  # no backup left behind
+
+
+def test_the_dag_layer_opens_the_bucket_with_the_aws_connection(s3_server, monkeypatch, eutils):
+    """Without LIVING_REVIEW_STORAGE_OPTIONS, dags/_lib/glue.py maps the aws_default connection's fields."""
+    from types import SimpleNamespace
+
+    from dags._lib import glue
+
+    monkeypatch.delenv(settings.STORAGE_OPTIONS_ENV, raising=False)
+    monkeypatch.setenv(settings.DATA_DIR_ENV, f"s3://{BUCKET}/via-connection/")
+    conn = SimpleNamespace(login="testing", password="testing",
+                           extra_dejson={"endpoint_url": s3_server["endpoint_url"], "region_name": "us-east-1"})
+    monkeypatch.setattr(glue, "get_connection", lambda conn_id: conn if conn_id == "aws_default" else None)
+    data_dir = glue.data_dir()
+    assert is_remote(data_dir) and str(data_dir) == f"s3://{BUCKET}/via-connection"
+    assert data_dir.storage_options["endpoint_url"] == s3_server["endpoint_url"]
+    run(review(), data_dir, WEEK1, eutils.url)
+    assert published_dates(data_dir, review().id) == [WEEK1]
+
+    monkeypatch.setattr(glue, "get_connection", lambda conn_id: None)
+    assert glue.data_dir() == f"s3://{BUCKET}/via-connection/"  # then s3fs's own AWS credential chain
