@@ -39,6 +39,29 @@ def settings_for(conn_id: str) -> ClientSettings:
                            schema=conn.schema, port=conn.port)
 
 
+def data_dir() -> Any:
+    """The data dir; an ``s3://`` one opened with the ``aws_default`` connection when it exists.
+
+    ``$LIVING_REVIEW_STORAGE_OPTIONS`` wins over the connection; without either, s3fs
+    uses the standard AWS credential chain.
+    """
+    from include.living_review.connections import storage_options
+    from include.living_review.storage import data_path
+
+    url = settings.data_dir()
+    if "://" not in url or url.startswith("file://") or settings.storage_options():
+        return url
+    conn = get_connection(settings.STORAGE_CONN_ID)
+    if conn is None:
+        return url
+    from upath import UPath
+
+    extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
+    log.info("data dir %s: credentials from connection %r", url, settings.STORAGE_CONN_ID)
+    return data_path(UPath(url.rstrip("/"), **storage_options(login=conn.login, password=conn.password,
+                                                               extra=extra)))
+
+
 def review(review_id: str) -> ReviewConfig:
     return load_config().review(review_id)
 
@@ -48,7 +71,7 @@ def run_context(review_id: str, context: dict[str, Any]) -> Any:
     from include.living_review.pipeline import RunContext
 
     logical = context.get("logical_date") or context.get("data_interval_end") or dt.datetime.now(dt.timezone.utc)
-    return RunContext.create(review(review_id), settings.data_dir(), logical, context["run_id"])
+    return RunContext.create(review(review_id), data_dir(), logical, context["run_id"])
 
 
 def client_for(source: str) -> Any:
@@ -125,7 +148,7 @@ def send_digest(review_id: str, context: dict[str, Any]) -> dict[str, Any]:
     from include.living_review.digest_job import plan_digest, record_result
 
     conf = review(review_id)
-    plan = plan_digest(conf, settings.data_dir(), _wanted_snapshot_date(context))
+    plan = plan_digest(conf, data_dir(), _wanted_snapshot_date(context))
     if plan.digest is None:
         log.info("digest for %s: nothing to send (%s)", review_id, plan.reason)
         advance = not plan.reason.startswith("batched") and plan.reason != "no published snapshot yet"
@@ -185,7 +208,7 @@ def _send_alert(context: dict[str, Any]) -> None:
         title, recipients, slack = conf.title, list(conf.digest.email), conf.digest.slack
     except Exception:  # noqa: BLE001 - the review may have been removed from the config since
         title, recipients, slack = review_id, [], True
-    dates = published_dates(settings.data_dir(), review_id)
+    dates = published_dates(data_dir(), review_id)
     logical = context.get("logical_date")
     alert = failure_alert(
         review_id=review_id, review_title=title, dag_id=dag_id, task_id=task_id,
@@ -206,9 +229,9 @@ def _send_alert(context: dict[str, Any]) -> None:
                      smtp_conn_id=settings.SMTP_CONN_ID).notify(context)
         delivered = True
     if not delivered:
-        from pathlib import Path
+        from include.living_review.storage import data_path
 
-        path = Path(settings.data_dir()) / "outbox" / "alerts" / review_id / \
+        path = data_path(data_dir()) / "outbox" / "alerts" / review_id / \
             f"{context.get('run_id', 'run')}__{task_id}.json".replace(":", "-").replace("+", "_")
         write_json_atomic({"subject": alert.subject, "text": alert.text}, path)
         log.error("failure alert written to %s (no Slack or SMTP connection)", path)

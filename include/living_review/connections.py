@@ -50,3 +50,28 @@ def client_settings(conn_id: str, *, host: str | None = None, login: str | None 
 
 def default_settings(conn_id: str) -> ClientSettings:
     return client_settings(conn_id)
+
+
+def storage_options(*, login: str | None = None, password: str | None = None,
+                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """s3fs options from an ``aws`` connection: login/password are the key pair, extras as the provider names them.
+
+    ``endpoint_url`` (or ``host``) points at MinIO or another S3-compatible store;
+    ``region_name`` goes to the botocore client.
+    """
+    extra = dict(extra or {})
+    options: dict[str, Any] = {}
+    key = login or extra.get("aws_access_key_id")
+    secret = password or extra.get("aws_secret_access_key")
+    if key:
+        options["key"] = key
+    if secret:
+        options["secret"] = secret
+    if extra.get("aws_session_token"):
+        options["token"] = extra["aws_session_token"]
+    endpoint = extra.get("endpoint_url") or extra.get("host")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    if extra.get("region_name"):
+        options["client_kwargs"] = {"region_name": extra["region_name"]}
+    return options

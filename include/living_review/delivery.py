@@ -16,6 +16,12 @@ the inbox/channel settles it with :meth:`DeliveryLedger.resolve`.
 The ledger is a small JSON file, rewritten atomically under an ``flock`` so the email
 and Slack tasks of one run may update it concurrently. It must live on storage that
 every worker sees (the data directory).
+
+On an object store (an ``s3://`` data dir) there is no ``flock``: the ledger is read
+and rewritten as one object (each PUT is atomic), and the email and Slack tasks of a
+run must not update it at the same moment, or one update can be lost. Today one
+``send_digest`` task delivers every channel in turn and the digest DAG has
+``max_active_runs=1``, so no two updates overlap.
 """
 from __future__ import annotations
 
@@ -100,8 +106,16 @@ def _now() -> str:
 
 
 def atomic_write(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temp file beside ``path``, fsync, then ``os.replace`` it in."""
-    path = Path(path)
+    """Write ``data`` to a temp file beside ``path``, fsync, then ``os.replace`` it in.
+
+    On an object store: one PUT, which is atomic per object.
+    """
+    from include.living_review.storage import data_path, is_remote
+
+    path = path if isinstance(path, Path) else data_path(path)
+    if is_remote(path):
+        path.write_bytes(data)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -120,8 +134,11 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
 class DeliveryLedger:
     """Per (idempotency key, channel) delivery states, persisted as JSON at ``path``."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path | Any):
+        from include.living_review.storage import data_path, is_remote
+
+        self.path = data_path(path) if not isinstance(path, Path) else path
+        self._remote = is_remote(self.path)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
 
     # -- storage ------------------------------------------------------------------
@@ -148,6 +165,11 @@ class DeliveryLedger:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, dict[str, DeliveryRecord]]]:
         """Read-modify-write under an exclusive lock; the yielded dict is written back on success."""
+        if self._remote:  # no flock on an object store (see the module docstring)
+            deliveries = self._read()
+            yield deliveries
+            self._write(deliveries)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self._lock_path, "a+") as lock:
             if fcntl is not None:

@@ -774,14 +774,17 @@ def build_email(digest: Digest, *, sender: str, recipients: Sequence[str],
     return message
 
 
-def outbox_paths(digest: Digest, outbox_dir: str | Path) -> tuple[Path, Path]:
+def outbox_paths(digest: Digest, outbox_dir: str | Path | Any) -> tuple[Any, Any]:
+    """The two outbox files: local ``Path`` objects, or ``UPath`` ones on an object store."""
+    from include.living_review.storage import data_path
+
     stem = f"{digest.snapshot_date.isoformat()}-{digest.key12}"
-    folder = Path(outbox_dir) / digest.review_id
+    folder = data_path(outbox_dir) / digest.review_id
     return folder / f"{stem}.eml", folder / f"{stem}.json"
 
 
-def write_outbox(digest: Digest, outbox_dir: str | Path, *, sender: str = DEFAULT_SENDER,
-                 recipients: Sequence[str] | None = None) -> list[Path]:
+def write_outbox(digest: Digest, outbox_dir: str | Path | Any, *, sender: str = DEFAULT_SENDER,
+                 recipients: Sequence[str] | None = None) -> list[Any]:
     """Write ``<outbox>/<review>/<date>-<key12>.eml`` and ``.json`` (the Slack payload) once.
 
     A file that already exists is left alone: the name carries the key, so it holds

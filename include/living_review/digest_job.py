@@ -16,11 +16,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from include.living_review.config import ReviewConfig
 from include.living_review.digest import Digest, build_digest
-from include.living_review.storage import Layout, published_dates, read_json, write_json_atomic
+from include.living_review.storage import Layout, published_dates, read_json, read_parquet, write_json_atomic
 
 log = logging.getLogger(__name__)
 FREQUENCY_DAYS = {"every_run": 0, "daily": 1, "weekly": 7}
@@ -92,7 +90,7 @@ def events_since(data_dir: str, review_id: str, after: dt.datetime,
         if run_ts is None or run_ts <= after or (until is not None and run_ts > until):
             continue
         if layout.changes_file.exists():
-            for change in pq.read_table(layout.changes_file, columns=["work_id", "change"]).to_pylist():
+            for change in read_parquet(layout.changes_file, columns=["work_id", "change"]).to_pylist():
                 if change["change"] in events:
                     events[change["change"]].add(change["work_id"])
     return events
@@ -148,7 +146,7 @@ def plan_digest(review: ReviewConfig, data_dir: str, wanted: dt.date | None, *,
                           f"batched: frequency is {review.digest.frequency}; last digest {last_sent.date()}",
                           None, manifest)
 
-    table = pq.read_table(layout.snapshot_file)
+    table = read_parquet(layout.snapshot_file)
     rows = table.to_pylist()
     baseline = watermark is None  # the review's first digest: a baseline, not hundreds of "new" items
     events: dict[str, set[str]] = {kind: set() for kind in EVENT_KINDS}

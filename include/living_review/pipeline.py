@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from include.living_review import settings
 from include.living_review.config import ReviewConfig
@@ -35,11 +34,14 @@ from include.living_review.models import (
 from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped
 from include.living_review.storage import (
     Layout,
+    StoragePath,
     json_file,
+    local_mirror,
     parquet_file,
     partition_lock,
     publish_files,
     read_json,
+    read_parquet,
     write_json_atomic,
     write_parquet_atomic,
 )
@@ -96,7 +98,7 @@ class RunContext:
         run_ts = logical_date.astimezone(dt.timezone.utc).replace(microsecond=0)
         return cls(review, Layout.of(data_dir, review.id, run_ts.date()), run_id, run_ts)
 
-    def staged(self, name: str) -> Path:
+    def staged(self, name: str) -> StoragePath:
         return self.layout.staging_dir / name
 
 
@@ -106,7 +108,7 @@ def previous_rows(layout: Layout) -> list[dict[str, Any]]:
     previous = layout.previous()
     if previous is None:
         return []
-    return pq.read_table(previous.snapshot_file).to_pylist()
+    return read_parquet(previous.snapshot_file).to_pylist()
 
 
 def previous_manifest(layout: Layout) -> dict[str, Any]:
@@ -130,7 +132,7 @@ def last_ok_stats(layout: Layout, source: str) -> dict[str, Any]:
 
 # -- fetch -------------------------------------------------------------------------
 
-def _stats_path(ctx: RunContext, source: str) -> Path:
+def _stats_path(ctx: RunContext, source: str) -> StoragePath:
     return ctx.staged(f"source={source}.json")
 
 
@@ -232,9 +234,9 @@ def merge_sources(ctx: RunContext, *, with_enrichment: bool = False) -> dict[str
     for source in ok:
         path = ctx.staged(f"source={source}.parquet")
         if path.exists():
-            records.extend(table_to_works(pq.read_table(path)))
+            records.extend(table_to_works(read_parquet(path)))
     if with_enrichment and enrichment.exists():
-        records.extend(table_to_works(pq.read_table(enrichment)))
+        records.extend(table_to_works(read_parquet(enrichment)))
     prev = previous_rows(ctx.layout)
     result = merge_works(records, prev)
     rows = _as_rows(result.works)
@@ -281,8 +283,8 @@ def portfolio_rows(ctx: RunContext) -> list[dict[str, Any]]:
             continue
         dates = [d for d in published_dates(ctx.layout.data_dir, review_id) if d <= ctx.layout.snapshot_date]
         if dates:
-            rows.extend(pq.read_table(Layout(ctx.layout.data_dir, review_id, dates[-1]).snapshot_file,
-                                      columns=[*PORTFOLIO_FIELDS, "is_retracted"]).to_pylist())
+            rows.extend(read_parquet(Layout(ctx.layout.data_dir, review_id, dates[-1]).snapshot_file,
+                                     columns=[*PORTFOLIO_FIELDS, "is_retracted"]).to_pylist())
     return rows
 
 
@@ -309,7 +311,7 @@ def fill_from_portfolio(rows: list[dict[str, Any]], donors: list[dict[str, Any]]
     return filled
 
 
-def write_portfolio(data_dir: Path) -> Path | None:
+def write_portfolio(data_dir: StoragePath) -> StoragePath | None:
     """``portfolio/citations_by_review.parquet``: which citing work cites which configured reviews."""
     from include.living_review.storage import published_dates
 
@@ -320,8 +322,8 @@ def write_portfolio(data_dir: Path) -> Path | None:
         dates = published_dates(data_dir, review_id)
         if not dates:
             continue
-        table = pq.read_table(Layout(data_dir, review_id, dates[-1]).snapshot_file,
-                              columns=["work_id", "doi", "pmid", "pmcid", "title", "first_seen"])
+        table = read_parquet(Layout(data_dir, review_id, dates[-1]).snapshot_file,
+                             columns=["work_id", "doi", "pmid", "pmcid", "title", "first_seen"])
         tables.append(table.append_column("review_id", pa.array([review_id] * table.num_rows, pa.string()))
                       .append_column("snapshot_date", pa.array([dates[-1]] * table.num_rows, pa.date32())))
     if not tables:
@@ -414,8 +416,8 @@ def enrich_metadata(ctx: RunContext, client: Any | None) -> dict[str, Any]:
     """Fill missing metadata of *new* works that have a DOI, from Crossref."""
     # Only the five columns the choice needs: at 100k works the full rows (raw payloads
     # included) cost seconds and a GB of memory for nothing when no work needs enriching.
-    rows = pq.read_table(ctx.staged("merged.parquet"),
-                         columns=["doi", "first_seen", "title", "journal", "publication_year"]).to_pylist()
+    rows = read_parquet(ctx.staged("merged.parquet"),
+                        columns=["doi", "first_seen", "title", "journal", "publication_year"]).to_pylist()
     wanted = [r for r in rows if r["doi"] and r["first_seen"] == ctx.run_ts
               and (not r["title"] or not r["journal"] or r["publication_year"] is None)]
     stats: dict[str, Any] = {"source": "crossref", "status": "ok", "reason": None, "candidates": len(wanted),
@@ -465,11 +467,16 @@ def validate(ctx: RunContext) -> dict[str, Any]:
     """Run the GX record suite; stage passing rows and quarantine the rest with their reasons."""
     from data_quality.validate import systemic_failure, validate_works
 
-    table = pq.read_table(ctx.staged("merged.parquet"))
+    table = read_parquet(ctx.staged("merged.parquet"))
     frame = table.drop_columns(["raw"]).to_pandas()
-    report = validate_works(frame, run_date=ctx.layout.snapshot_date, data_docs_dir=ctx.layout.docs_dir)
+    # GX renders Data Docs to a local disk only; on an object store they are uploaded after.
+    with local_mirror(ctx.layout.docs_dir) as docs_dir:
+        report = validate_works(frame, run_date=ctx.layout.snapshot_date, data_docs_dir=docs_dir)
+    index = report.data_docs_index
+    if index is not None and docs_dir != ctx.layout.docs_dir:
+        index = ctx.layout.docs_dir.joinpath(*index.relative_to(docs_dir).parts)
     summary = report.summary()
-    summary["data_docs"] = str(report.data_docs_index) if report.data_docs_index else None
+    summary["data_docs"] = str(index) if index else None
     problem = systemic_failure(report, max_share=settings.SYSTEMIC_FAILURE_SHARE)
     if problem:
         summary["status"] = "blocked"
@@ -603,8 +610,8 @@ def _coverage_rows(ctx: RunContext, rows: list[dict[str, Any]], stats: dict[str,
 def publish(ctx: RunContext) -> dict[str, Any]:
     """Publish snapshot, quarantine, changes, coverage and manifest for this review and date."""
     with partition_lock(ctx.layout):
-        passed = pq.read_table(ctx.staged("validated.parquet"))
-        rejected = pq.read_table(ctx.staged("rejected.parquet"))
+        passed = read_parquet(ctx.staged("validated.parquet"))
+        rejected = read_parquet(ctx.staged("rejected.parquet"))
         prev = previous_rows(ctx.layout)
         if prev and passed.num_rows < len(prev) * (1 - settings.ROW_DROP_SHARE):
             raise PublishBlocked(

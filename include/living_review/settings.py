@@ -4,8 +4,10 @@ Secrets never live here: they come from Airflow connections (see ``connections.p
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "reviews.yaml"
@@ -40,6 +42,8 @@ SOURCE_LABELS: dict[str, str] = {
 }
 SMTP_CONN_ID = "smtp_default"
 SLACK_CONN_ID = "slack_digest"
+# For an s3:// data dir when LIVING_REVIEW_STORAGE_OPTIONS is unset (mapped in dags/_lib/glue.py).
+STORAGE_CONN_ID = "aws_default"
 
 # Requests per second each provider allows (anonymous, with key). The pools in
 # ``pools.json`` are sized from the same figures.
@@ -89,6 +93,28 @@ FUZZY_TITLE_THRESHOLD = 93.0
 def data_dir() -> str:
     """The data directory: ``$LIVING_REVIEW_DATA_DIR`` or ``./data``."""
     return os.environ.get(DATA_DIR_ENV) or str(Path.cwd() / "data")
+
+
+STORAGE_OPTIONS_ENV = "LIVING_REVIEW_STORAGE_OPTIONS"
+
+
+def storage_options() -> dict[str, Any]:
+    """fsspec options for an object-store data dir: ``$LIVING_REVIEW_STORAGE_OPTIONS`` as JSON.
+
+    For S3 (s3fs) e.g. ``{"endpoint_url": "http://127.0.0.1:9000", "key": "...", "secret": "..."}``.
+    Empty by default: s3fs then uses the standard ``AWS_*`` variables and credential chain.
+    """
+    raw = os.environ.get(STORAGE_OPTIONS_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        options = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"{STORAGE_OPTIONS_ENV} is not valid JSON ({exc}); set it to an object such as "
+                         '{"endpoint_url": "http://127.0.0.1:9000"} or unset it') from exc
+    if not isinstance(options, dict):
+        raise ValueError(f"{STORAGE_OPTIONS_ENV} must be a JSON object, not {type(options).__name__}")
+    return options
 
 
 def config_path() -> Path:
