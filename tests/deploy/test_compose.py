@@ -67,7 +67,8 @@ def resolve(value: Any, env: Mapping[str, str | None] | None = None) -> Any:
 
 
 def code_connection_ids() -> set[str]:
-    return set(settings.SOURCE_CONNECTIONS.values()) | {settings.SMTP_CONN_ID, settings.SLACK_CONN_ID}
+    return set(settings.SOURCE_CONNECTIONS.values()) | {settings.SMTP_CONN_ID, settings.SLACK_CONN_ID,
+                                                        settings.STORAGE_CONN_ID}
 
 
 def env_var(conn_id: str) -> str:
