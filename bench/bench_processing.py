@@ -365,7 +365,7 @@ def run_pipeline(data_dir: Path, files: dict[str, dict[str, list[Path]]], when: 
                                    ("include.living_review.pipeline", "score_relevance"),
                                    ("include.living_review.pipeline", "table_to_works"),
                                    ("include.living_review.pipeline", "previous_rows"),
-                                   ("include.living_review.pipeline", "_attach_raw"),
+                                   ("include.living_review.pipeline", "fill_from_portfolio"),
                                    ("include.living_review.pipeline", "_merged_table")), ctx, isolate=isolate)
     enrich = in_process(pipeline.enrich_metadata, ctx, None, isolate=isolate)
     check = in_process(_timed_core(pipeline.validate, ("data_quality.validate", "validate_works")), ctx,

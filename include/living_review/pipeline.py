@@ -14,12 +14,13 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from include.living_review import settings
 from include.living_review.config import ReviewConfig
@@ -27,6 +28,7 @@ from include.living_review.http import SourceError
 from include.living_review.models import (
     CITING_WORKS_SCHEMA,
     QUARANTINE_SCHEMA,
+    STAGED_SCHEMA,
     Work,
     table_to_works,
     works_to_table,
@@ -52,6 +54,8 @@ ID_COLUMNS = ("doi", "pmid", "pmcid", "openalex_id", "s2_paper_id")
 TRACKED_FIELDS = ("doi", "pmid", "pmcid", "title", "journal", "publication_year", "publication_date",
                   "publication_types", "is_retracted", "authors", "update_notices", "versions")
 
+# What publish reads back as Python rows to compute the change feed and coverage.
+CHANGE_COLUMNS = list(dict.fromkeys(("work_id", "first_seen", "last_reported", "sources", *TRACKED_FIELDS)))
 CHANGE_KINDS = ("added", "updated", "no_longer_reported", "retracted", "corrected", "preprint_published")
 
 COVERAGE_SCHEMA = pa.schema([
@@ -104,11 +108,12 @@ class RunContext:
 
 # -- reading the previous snapshot -------------------------------------------------
 
-def previous_rows(layout: Layout) -> list[dict[str, Any]]:
+def previous_rows(layout: Layout, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The previous snapshot's rows (only ``columns`` when given: an abstract per row adds up)."""
     previous = layout.previous()
     if previous is None:
         return []
-    return read_parquet(previous.snapshot_file).to_pylist()
+    return read_parquet(previous.snapshot_file, columns=columns).to_pylist()
 
 
 def previous_manifest(layout: Layout) -> dict[str, Any]:
@@ -138,10 +143,11 @@ def _stats_path(ctx: RunContext, source: str) -> StoragePath:
 
 def fetch_source(ctx: RunContext, source: str, client: Any) -> dict[str, Any]:
     """Ask one source for the review's citing works and stage them. Raises :class:`SourceFailed`."""
-    prev_rows = previous_rows(ctx.layout)
+    known_columns = ("doi", "pmid", "pmcid", "title")
     # Works another configured review already has metadata for are not fetched again:
     # a paper citing several reviews is fetched once and shared (the portfolio).
-    known = KnownWorks.from_rows(r for r in [*prev_rows, *portfolio_rows(ctx)] if r.get("title"))
+    known = KnownWorks.from_rows(r for r in [*previous_rows(ctx.layout, known_columns),
+                                             *portfolio_rows(ctx, known_columns)] if r.get("title"))
     prev_source = last_ok_stats(ctx.layout, source)
     cached = prev_source.get("markers", {})
     stats: dict[str, Any] = {"source": source, "status": "ok", "reason": None, "listed": 0, "works": 0,
@@ -231,12 +237,9 @@ def merge_sources(ctx: RunContext, *, with_enrichment: bool = False) -> dict[str
                              + "; ".join(f"{s}: {st['reason']}" for s, st in stats.items())
                              + ". Nothing was published; the last good snapshot stays")
     records: list[Work] = []
-    for source in ok:
-        path = ctx.staged(f"source={source}.parquet")
-        if path.exists():
-            records.extend(table_to_works(read_parquet(path)))
-    if with_enrichment and enrichment.exists():
-        records.extend(table_to_works(read_parquet(enrichment)))
+    for path in _merge_inputs(ctx, ok):
+        # Without the raw payloads: validate looks up only the quarantined rows' ones.
+        records.extend(table_to_works(read_parquet(path, columns=MERGE_INPUT_COLUMNS)))
     prev = previous_rows(ctx.layout)
     result = merge_works(records, prev)
     rows = _as_rows(result.works)
@@ -251,7 +254,6 @@ def merge_sources(ctx: RunContext, *, with_enrichment: bool = False) -> dict[str
             row["last_reported"] = ctx.run_ts
         else:
             row["last_reported"] = old.get("last_reported") if old else None
-    _attach_raw(rows, records)
     scoring = score_relevance(ctx.review, rows)
     table = _merged_table(rows)
     write_parquet_atomic(table, ctx.staged("merged.parquet"))
@@ -269,7 +271,8 @@ PORTFOLIO_FIELDS = ("title", "title_is_translated", "authors", "journal", "journ
                     "doi", "pmid", "pmcid")
 
 
-def portfolio_rows(ctx: RunContext) -> list[dict[str, Any]]:
+def portfolio_rows(ctx: RunContext, columns: Sequence[str] = (*PORTFOLIO_FIELDS, "is_retracted")
+                   ) -> list[dict[str, Any]]:
     """Rows of every *other* configured review's latest snapshot (their metadata is shared)."""
     from include.living_review.storage import published_dates
 
@@ -284,7 +287,7 @@ def portfolio_rows(ctx: RunContext) -> list[dict[str, Any]]:
         dates = [d for d in published_dates(ctx.layout.data_dir, review_id) if d <= ctx.layout.snapshot_date]
         if dates:
             rows.extend(read_parquet(Layout(ctx.layout.data_dir, review_id, dates[-1]).snapshot_file,
-                                     columns=[*PORTFOLIO_FIELDS, "is_retracted"]).to_pylist())
+                                     columns=list(columns)).to_pylist())
     return rows
 
 
@@ -374,21 +377,56 @@ def _id_keys(row: dict[str, Any] | Work) -> list[str]:
     return [f"{c}:{get(c)}" for c in (*ID_COLUMNS, "omid") if get(c)]
 
 
-def _attach_raw(rows: list[dict[str, Any]], records: list[Work]) -> None:
-    """Keep each work's raw source payloads (for quarantine) keyed by source."""
-    by_key = {key: row for row in rows for key in _id_keys(row)}
-    for row in rows:
-        row["raw"] = {}
-    for record in records:
-        row = next((by_key[k] for k in _id_keys(record) if k in by_key), None)
-        if row is not None and record.raw:
-            row["raw"][record.sources[0] if record.sources else "unknown"] = record.raw
-    for row in rows:
-        row["raw"] = json.dumps(row["raw"], ensure_ascii=False) if row["raw"] else None
+MERGE_INPUT_COLUMNS = [name for name in STAGED_SCHEMA.names if name != "raw"]
 
 
-MERGED_SCHEMA = CITING_WORKS_SCHEMA.append(pa.field("raw", pa.string()))
-# Staged between merge and validate: a title may still be missing (quarantined later).
+def _merge_inputs(ctx: RunContext, ok: Iterable[str]) -> list[StoragePath]:
+    """The staged files the merge reads: each successful source's, then Crossref's enrichment."""
+    paths = [ctx.staged(f"source={source}.parquet") for source in ok]
+    # merge_sources without enrichment deletes Crossref's file, so when it exists it was merged.
+    paths.append(ctx.staged("source=crossref.parquet"))
+    return [path for path in paths if path.exists()]
+
+
+def raw_payloads(ctx: RunContext, rows: list[dict[str, Any]]) -> list[str | None]:
+    """Per merged row, its records' raw source payloads as JSON ``{source: payload}`` (None if none).
+
+    Looked up in the staged source files, and only for the rows asked about (the
+    quarantined ones): carrying every record's payload through the merge doubled its
+    memory at 100k records. A record belongs to the first row that shares an id with it.
+    """
+    if not rows:
+        return []
+    row_of: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        for key in _id_keys(row):
+            row_of.setdefault(key, index)
+    wanted: dict[str, list[str]] = {}
+    for key in row_of:
+        column, value = key.split(":", 1)
+        wanted.setdefault(column, []).append(value)
+    found: list[dict[str, str]] = [{} for _ in rows]
+    ok = [s for s, st in _source_stats(ctx).items() if st["status"] == "ok"]
+    for path in _merge_inputs(ctx, ok):
+        ids = read_parquet(path, columns=[*ID_COLUMNS, "omid", "sources"])
+        mask = None
+        for column, values in wanted.items():
+            hit = pc.fill_null(pc.is_in(ids.column(column), value_set=pa.array(values, pa.string())), False)
+            mask = hit if mask is None else pc.or_(mask, hit)
+        if mask is None or not pc.any(mask).as_py():
+            continue
+        matched = pc.indices_nonzero(mask)
+        payloads = read_parquet(path, columns=["raw"]).column("raw").take(matched).to_pylist()
+        for record, payload in zip(ids.take(matched).to_pylist(), payloads):
+            index = next((row_of[k] for k in _id_keys(record) if k in row_of), None)
+            if index is not None and payload:
+                found[index][(record["sources"] or ["unknown"])[0]] = payload
+    return [json.dumps(raw, ensure_ascii=False) if raw else None for raw in found]
+
+
+# Staged between merge and validate: the snapshot's columns plus the OpenCitations id
+# (for the quarantine's raw payload look-up); a title may still be missing (quarantined later).
+MERGED_SCHEMA = CITING_WORKS_SCHEMA.append(pa.field("omid", pa.string()))
 MERGED_SCHEMA = MERGED_SCHEMA.set(MERGED_SCHEMA.get_field_index("title"), pa.field("title", pa.string()))
 
 
@@ -468,7 +506,7 @@ def validate(ctx: RunContext) -> dict[str, Any]:
     from data_quality.validate import systemic_failure, validate_works
 
     table = read_parquet(ctx.staged("merged.parquet"))
-    frame = table.drop_columns(["raw"]).to_pandas()
+    frame = table.drop_columns(["omid"]).to_pandas()
     # GX renders Data Docs to a local disk only; on an object store they are uploaded after.
     with local_mirror(ctx.layout.docs_dir) as docs_dir:
         report = validate_works(frame, run_date=ctx.layout.snapshot_date, data_docs_dir=docs_dir)
@@ -486,7 +524,7 @@ def validate(ctx: RunContext) -> dict[str, Any]:
 
     rejected = sorted(report.blocking_failures)
     keep = [i for i in range(table.num_rows) if i not in report.blocking_failures]
-    passed = table.take(pa.array(keep, pa.int64())).drop_columns(["raw"]).cast(CITING_WORKS_SCHEMA)
+    passed = table.take(pa.array(keep, pa.int64())).drop_columns(["omid"]).cast(CITING_WORKS_SCHEMA)
     write_parquet_atomic(passed, ctx.staged("validated.parquet"))
     rows = table.take(pa.array(rejected, pa.int64())).to_pylist() if rejected else []
     now = dt.datetime.now(dt.timezone.utc)
@@ -496,7 +534,7 @@ def validate(ctx: RunContext) -> dict[str, Any]:
         "title": [r["title"] for r in rows],
         "failed_expectations": [report.blocking_failures[i] for i in rejected],
         "reason": ["failed blocking expectations: " + ", ".join(report.blocking_failures[i]) for i in rejected],
-        "raw_payload": [r["raw"] for r in rows],
+        "raw_payload": raw_payloads(ctx, rows),
         "run_id": [ctx.run_id] * len(rows),
         "quarantined_at": [now] * len(rows),
     }, schema=QUARANTINE_SCHEMA)
@@ -612,13 +650,14 @@ def publish(ctx: RunContext) -> dict[str, Any]:
     with partition_lock(ctx.layout):
         passed = read_parquet(ctx.staged("validated.parquet"))
         rejected = read_parquet(ctx.staged("rejected.parquet"))
-        prev = previous_rows(ctx.layout)
+        # The change feed and coverage compare these columns only; abstracts stay in Arrow.
+        prev = previous_rows(ctx.layout, CHANGE_COLUMNS)
         if prev and passed.num_rows < len(prev) * (1 - settings.ROW_DROP_SHARE):
             raise PublishBlocked(
                 f"review {ctx.review.id!r}: the snapshot would shrink from {len(prev)} to {passed.num_rows} works "
                 f"(more than {settings.ROW_DROP_SHARE:.0%}); refusing to publish. See the quarantine in "
                 f"{ctx.staged('rejected.parquet')} and rerun once fixed")
-        rows = passed.to_pylist()
+        rows = passed.select(CHANGE_COLUMNS).to_pylist()
         stats = _source_stats(ctx)
         enrich = read_json(ctx.staged("enrich.json"))
         validation = read_json(ctx.staged("validation.json"), {})

@@ -168,6 +168,7 @@ def published_dates(data_dir: str | Path | Any, review_id: str) -> list[dt.date]
 
 def read_parquet(path: StoragePath, columns: Sequence[str] | None = None) -> pa.Table:
     """``pq.read_table`` for a local path or an object-store path."""
+    columns = list(columns) if columns is not None else None  # pyarrow takes lists, not tuples
     if not is_remote(path):
         return pq.read_table(path, columns=columns)
     with path.open("rb") as handle:
