@@ -56,6 +56,7 @@ TRACKED_FIELDS = ("doi", "pmid", "pmcid", "title", "journal", "publication_year"
 
 # What publish reads back as Python rows to compute the change feed and coverage.
 CHANGE_COLUMNS = list(dict.fromkeys(("work_id", "first_seen", "last_reported", "sources", *TRACKED_FIELDS)))
+BASELINE_COLUMNS = ["work_id", "first_seen", "last_reported", "sources", "title", "doi"]
 CHANGE_KINDS = ("added", "updated", "no_longer_reported", "retracted", "corrected", "preprint_published")
 
 COVERAGE_SCHEMA = pa.schema([
@@ -657,7 +658,8 @@ def publish(ctx: RunContext) -> dict[str, Any]:
                 f"review {ctx.review.id!r}: the snapshot would shrink from {len(prev)} to {passed.num_rows} works "
                 f"(more than {settings.ROW_DROP_SHARE:.0%}); refusing to publish. See the quarantine in "
                 f"{ctx.staged('rejected.parquet')} and rerun once fixed")
-        rows = passed.select(CHANGE_COLUMNS).to_pylist()
+        # Against an empty previous snapshot every row is "added": its ids and title suffice.
+        rows = passed.select(CHANGE_COLUMNS if prev else BASELINE_COLUMNS).to_pylist()
         stats = _source_stats(ctx)
         enrich = read_json(ctx.staged("enrich.json"))
         validation = read_json(ctx.staged("validation.json"), {})
