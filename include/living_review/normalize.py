@@ -5,11 +5,18 @@ import datetime as dt
 import html
 import re
 import unicodedata
+from functools import lru_cache
 
 # A tag starts with a letter, '/' or '!': "age <65 years and >80 years" is text, not markup.
 _TAG = re.compile(r"<[A-Za-z/!?][^<>]{0,500}>")
 _MATHML = re.compile(r"<(mml:)?math\b.*?</(mml:)?math>", re.DOTALL | re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
+_SPACES = re.compile(" {2,}")
+_NAME_PARTS = re.compile(r"[\s\-.]+")
+_NOTICE_SEPARATORS = re.compile(r"[\s_\-]+")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# Bounded: author names repeat across a review's citers, but a run must not grow without limit.
+_NAME_CACHE_SIZE = 1 << 15
 # C0/C1 control characters other than whitespace, plus the Unicode bidi overrides
 # that can reorder how a title is displayed in a digest.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
@@ -22,7 +29,16 @@ def clean_text(value: object) -> str | None:
     """Collapse whitespace, drop control characters, NFC-normalize. None for empty."""
     if value is None:
         return None
-    text = unicodedata.normalize("NFC", str(value))
+    text = value if type(value) is str else str(value)
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+    if text.isprintable():
+        # The common case, without the two substitutions: printable text has no controls,
+        # bidi marks or surrogates, and U+0020 is its only whitespace (tests check every
+        # code point).
+        if "  " in text:
+            text = _SPACES.sub(" ", text)
+        return text.strip() or None
     text = _CONTROL.sub("", text)
     text = _SPACE.sub(" ", text).strip()
     return text or None
@@ -38,8 +54,9 @@ def clean_title(value: object) -> tuple[str | None, bool]:
         return None, False
     # Entities are decoded first so an escaped tag ("&lt;i&gt;") is stripped like a real one.
     text = html.unescape(str(value))
-    text = _MATHML.sub(lambda m: " " + _TAG.sub(" ", m.group(0)) + " ", text)
-    text = _TAG.sub("", text)
+    if "<" in text:  # both patterns start with '<'
+        text = _MATHML.sub(lambda m: " " + _TAG.sub(" ", m.group(0)) + " ", text)
+        text = _TAG.sub("", text)
     cleaned = clean_text(text)
     if cleaned is None:
         return None, False
@@ -53,11 +70,17 @@ def clean_title(value: object) -> tuple[str | None, bool]:
 
 def author_name(family: str | None, initials: str | None = None, given: str | None = None) -> str | None:
     """``Family Initials`` (``Xu R``) from parts; initials derived from given names if absent."""
+    if _is_text(family) and _is_text(initials) and _is_text(given):
+        return _cached_author_name(family, initials, given)
+    return _author_name(family, initials, given)
+
+
+def _author_name(family: object, initials: object, given: object) -> str | None:
     family = clean_text(family)
     if not family:
         return None
     if not initials and given:
-        parts = re.split(r"[\s\-.]+", clean_text(given) or "")
+        parts = _NAME_PARTS.split(clean_text(given) or "")
         initials = "".join(p[0].upper() for p in parts if p)
     initials = clean_text(initials)
     return f"{family} {initials}" if initials else family
@@ -65,6 +88,12 @@ def author_name(family: str | None, initials: str | None = None, given: str | No
 
 def author_from_display(name: str | None) -> str | None:
     """``Ruth M. Xu`` → ``Xu RM``; for sources that only give a display name."""
+    if type(name) is str:
+        return _cached_author_from_display(name)
+    return _author_from_display(name)
+
+
+def _author_from_display(name: object) -> str | None:
     name = clean_text(name)
     if not name:
         return None
@@ -75,6 +104,15 @@ def author_from_display(name: str | None) -> str | None:
     if len(parts) == 1:
         return name
     return author_name(parts[-1], given=" ".join(parts[:-1]))
+
+
+def _is_text(value: object) -> bool:
+    # Only exact str (or None) is cached: 1, 1.0 and True are equal keys with different text.
+    return value is None or type(value) is str
+
+
+_cached_author_name = lru_cache(maxsize=_NAME_CACHE_SIZE)(_author_name)
+_cached_author_from_display = lru_cache(maxsize=_NAME_CACHE_SIZE)(_author_from_display)
 
 
 def month_number(value: str | None) -> int | None:
@@ -111,7 +149,13 @@ def parse_iso_date(value: object) -> dt.date | None:
     """``2024-05-01``, ``2024-05`` or ``2024`` → date (partial dates default to the 1st)."""
     if value is None:
         return None
-    parts = str(value).strip()[:10].split("-")
+    text = str(value).strip()[:10]
+    if _ISO_DATE.fullmatch(text):
+        try:
+            return dt.date(int(text[:4]), int(text[5:7]), int(text[8:]))
+        except ValueError:
+            pass  # day or month out of range: make_date falls back to the month or the year
+    parts = text.split("-")
     if not parts or not parts[0].isdigit():
         return None
     return make_date(parts[0], parts[1] if len(parts) > 1 else None, parts[2] if len(parts) > 2 else None)
@@ -170,7 +214,7 @@ def notice_kind(value: object) -> str | None:
     """``retraction``, ``correction`` or ``expression_of_concern`` from any source's wording."""
     if value is None:
         return None
-    key = re.sub(r"[\s_\-]+", "", str(value)).lower()
+    key = _NOTICE_SEPARATORS.sub("", str(value)).lower()
     return _NOTICE_KINDS.get(key)
 
 
@@ -191,7 +235,7 @@ def clean_abstract(value: object) -> str | None:
     if isinstance(value, (list, tuple)):
         value = " ".join(str(v) for v in value if v)
     text, _ = clean_title(value)
-    if text and text.lower().startswith("abstract "):
+    if text and text[:9].lower() == "abstract ":
         text = text[9:]
     return text
 
