@@ -310,7 +310,16 @@ def parse_json(source: str) -> Callable[[requests.Response, bytes], Any]:
     """A ``parse`` for JSON APIs: a truncated or non-JSON body is a retryable error."""
     import json
 
+    import msgspec
+
     def parse(response: requests.Response, body: bytes) -> Any:
+        try:
+            # About twice as fast as json.loads on API pages. What msgspec refuses (a lone
+            # surrogate escape, NaN, a BOM, a number beyond float range, a bad body) goes
+            # to json.loads, which accepts the first four and words the error for the last.
+            return msgspec.json.decode(body)
+        except (msgspec.MsgspecError, ValueError):
+            pass
         content_type = response.headers.get("Content-Type", "")
         try:
             return json.loads(body)

@@ -127,3 +127,39 @@ def test_throttle_spaces_calls():
     for _ in range(5):
         throttle.wait()
     assert slept == pytest.approx([0.25, 0.25, 0.25, 0.25])
+
+
+class _Body:
+    """What ``parse_json`` reads from a response besides the body."""
+
+    url = "https://api.example.org/works?api_key=SECRET"
+    headers = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (b'{"title": "Peer support \\ud83d outcomes."}', {"title": "Peer support \ud83d outcomes."}),
+    (b'{"title": "\\ud83d\\ude00"}', {"title": "\U0001f600"}),
+    (b'{"n": NaN, "big": 1e400, "int": 123456789012345678901234567890}',
+     {"n": pytest.approx(float("nan"), nan_ok=True), "big": float("inf"), "int": 123456789012345678901234567890}),
+    (b'\xef\xbb\xbf{"a": [1, 2.5, null, true]}', {"a": [1, 2.5, None, True]}),
+    ("{\"text\": \"déjà vu\"}".encode(), {"text": "déjà vu"}),
+])
+def test_parse_json_accepts_what_json_loads_accepts(body, expected):
+    """msgspec refuses a lone surrogate escape, NaN, a BOM and an out-of-range number; json.loads takes over."""
+    assert parse_json("test")(_Body(), body) == expected
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"results": [1, 2', "test: expected JSON but got invalid JSON (Expecting ',' delimiter at byte 17) "
+                           "(Content-Type 'application/json') (https://api.example.org/works)"),
+    (b"  <html><body>Bad gateway</body></html>", "test: expected JSON but got an HTML page "
+                                                 "(Content-Type 'application/json') (https://api.example.org/works)"),
+    (b"", "test: expected JSON but got invalid JSON (Expecting value at byte 0) "
+          "(Content-Type 'application/json') (https://api.example.org/works)"),
+    (b'"\xff"', "test: expected JSON but got invalid JSON (Content-Type 'application/json') "
+                "(https://api.example.org/works)"),
+])
+def test_parse_json_names_what_it_got_instead(body, message):
+    with pytest.raises(RetryableError) as err:
+        parse_json("test")(_Body(), body)
+    assert str(err.value) == message
