@@ -1,14 +1,35 @@
 """What every source client returns, and what it is told about the previous run."""
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from include.living_review.models import Work
 
 # Re-exported: the one drift error every source raises (declared with the rules).
 from data_quality.raw_contracts import RawContractError, check_raw_contract  # noqa: E402,F401
+
+
+# enc_hook=str: Bio.Entrez's str/list/dict subclasses encode as their base types; anything
+# else is written as its text, as json.dumps(default=str) did.
+_RAW_ENCODER = msgspec.json.Encoder(enc_hook=str)
+
+
+def raw_json(record: Any) -> str:
+    """A record as compact JSON text, for :attr:`Work.raw`.
+
+    msgspec encodes several times faster than ``json.dumps``. It refuses a lone
+    surrogate (a ``"\\ud83d"`` escape in the page); those rare records go through
+    ``json.dumps``, and the staging step scrubs the surrogate.
+    """
+    try:
+        return _RAW_ENCODER.encode(record).decode("utf-8")
+    except (UnicodeEncodeError, TypeError, ValueError, OverflowError):
+        return json.dumps(record, ensure_ascii=False, default=str)
 
 
 class SourceSkipped(RuntimeError):

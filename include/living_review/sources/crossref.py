@@ -8,7 +8,6 @@ text "Resource not found." even though the Content-Type says JSON.
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +21,7 @@ from include.living_review.ids import normalize_doi
 from include.living_review.models import Work
 from include.living_review.normalize import (author_name, clean_abstract, clean_text, clean_title, make_date,
                                              normalize_language, notice, notice_kind, year_of)
-from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped, check_raw_contract
+from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped, check_raw_contract, raw_json
 
 log = logging.getLogger(__name__)
 SOURCE = "crossref"
@@ -109,7 +108,7 @@ def from_crossref(message: dict[str, Any]) -> Work:
         update_notices=sorted({n for n in notices if n}),
         related_dois=sorted({d for d in related if d and d != doi}),
         is_preprint=kind == "posted-content" or message.get("subtype") == "preprint",
-        raw=json.dumps(message, ensure_ascii=False),
+        raw=raw_json(message),
     )
 
 

@@ -6,7 +6,6 @@ One query returns full ``core`` records, so no separate metadata requests are ne
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +20,7 @@ from include.living_review.models import Work
 from include.living_review.normalize import (author_name, clean_abstract, clean_text, clean_title, is_preprint_type,
                                              make_date, normalize_language, notice, notice_kind,
                                              parse_iso_date, year_of)
-from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped, check_raw_contract
+from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped, check_raw_contract, raw_json
 
 log = logging.getLogger(__name__)
 SOURCE = "europepmc"
@@ -105,7 +104,7 @@ def from_europepmc(raw: dict[str, Any]) -> Work:
         update_notices=sorted({n for n in (notice(notice_kind(c.get("type")), c.get("id") or c.get("reference"))
                                            for c in corrections if isinstance(c, dict)) if n}),
         is_preprint=raw.get("source") == "PPR" or is_preprint_type(pub_types),
-        raw=json.dumps(raw, ensure_ascii=False),
+        raw=raw_json(raw),
     )
 
 

@@ -6,7 +6,6 @@ skipped before any request is sent.
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +22,7 @@ from include.living_review.normalize import (author_from_display, clean_abstract
                                              is_preprint_type, normalize_language,
                                              parse_iso_date, year_of)
 from include.living_review.sources.base import (KnownWorks, RawContractError, SourceResult, SourceSkipped,
-                                                check_raw_contract)
+                                                check_raw_contract, raw_json)
 
 log = logging.getLogger(__name__)
 SOURCE = "openalex"
@@ -98,7 +97,7 @@ def from_openalex(raw: dict[str, Any]) -> Work:
         abstract=abstract_from_inverted_index(raw.get("abstract_inverted_index")),
         update_notices=["retraction"] if raw.get("is_retracted") else [],
         is_preprint=is_preprint_type(types),
-        raw=json.dumps(raw, ensure_ascii=False),
+        raw=raw_json(raw),
     )
 
 

@@ -7,7 +7,6 @@ so these works are enriched later by Crossref.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from include.living_review.http import HttpClient, parse_json
 from include.living_review.ids import normalize_doi, normalize_openalex_id, normalize_pmcid, normalize_pmid
 from include.living_review.models import Work
 from include.living_review.normalize import parse_iso_date, year_of
-from include.living_review.sources.base import KnownWorks, SourceResult, check_raw_contract
+from include.living_review.sources.base import KnownWorks, SourceResult, check_raw_contract, raw_json
 
 log = logging.getLogger(__name__)
 SOURCE = "opencitations"
@@ -82,7 +81,7 @@ def from_opencitations(raw: dict[str, Any]) -> Work:
         publication_date=parse_iso_date(creation) if creation else None,
         sources=[SOURCE],
         source_ids={SOURCE: own_id} if own_id else {},
-        raw=json.dumps(raw, ensure_ascii=False),
+        raw=raw_json(raw),
     )
 
 

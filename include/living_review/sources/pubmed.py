@@ -7,7 +7,6 @@ copies Biopython bundles: a run never downloads one (see :func:`entrez_read`).
 from __future__ import annotations
 
 import io
-import json
 import logging
 import re
 import tempfile
@@ -26,7 +25,7 @@ from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_
 from include.living_review.models import Work
 from include.living_review.normalize import (clean_abstract, clean_text, clean_title, is_preprint_type, make_date,
                                              medline_date, notice, notice_kind, year_of)
-from include.living_review.sources.base import KnownWorks, SourceResult, check_raw_contract
+from include.living_review.sources.base import KnownWorks, SourceResult, check_raw_contract, raw_json
 
 log = logging.getLogger(__name__)
 SOURCE = "pubmed"
@@ -204,7 +203,7 @@ def from_pubmed(article: dict[str, Any]) -> Work:
         abstract=clean_abstract([str(part) for part in abstract]),
         update_notices=sorted({n for n in notices if n}),
         is_preprint=is_preprint_type(pub_types),
-        raw=json.dumps(article, default=str, ensure_ascii=False),
+        raw=raw_json(article),
     )
 
 

@@ -7,7 +7,6 @@ answers 429 often; the shared :class:`HttpClient` retries those.
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +20,7 @@ from include.living_review.http import HttpClient, parse_json
 from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_pmid
 from include.living_review.models import Work
 from include.living_review.normalize import author_from_display, clean_abstract, clean_text, clean_title, parse_iso_date, year_of
-from include.living_review.sources.base import KnownWorks, SourceResult, check_raw_contract
+from include.living_review.sources.base import KnownWorks, SourceResult, check_raw_contract, raw_json
 
 log = logging.getLogger(__name__)
 SOURCE = "semanticscholar"
@@ -58,7 +57,7 @@ def from_semanticscholar(raw: dict[str, Any]) -> Work:
         sources=[SOURCE],
         source_ids={SOURCE: paper_id} if paper_id else {},
         abstract=clean_abstract(raw.get("abstract")),
-        raw=json.dumps(raw, ensure_ascii=False),
+        raw=raw_json(raw),
     )
 
 

@@ -163,6 +163,17 @@ def test_pages_through_the_cursor(fake: FakeEuropePmc, papers: list[Paper], slee
     assert xu.publication_year == 2025 and xu.publication_date is not None
 
 
+def test_a_lone_surrogate_escape_in_a_page_keeps_the_record(fake: FakeEuropePmc, papers: list[Paper],
+                                                           sleeps: list[float]) -> None:
+    # "\ud83d" is half an emoji: msgspec refuses the page, json.loads reads it.
+    papers[0].title = "Peer support \ud83d outcomes."
+    result = client_for(fake, sleeps, page_size=7).fetch_citing(seed_review(), KnownWorks())
+    assert len(result.works) == 20
+    work = next(w for w in result.works if w.pmid == papers[0].pmid)
+    assert work.title == "Peer support outcomes."
+    assert json.loads(work.raw or "")["title"] == "Peer support \ud83d outcomes."
+
+
 def test_stops_on_an_empty_page_when_hit_count_overstates(fake: FakeEuropePmc, sleeps: list[float]) -> None:
     fake.page_hook = lambda page: {**page, "hitCount": page["hitCount"] + 5}
     result = client_for(fake, sleeps, page_size=10).fetch_citing(seed_review(), KnownWorks())
