@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Asset, dag, task
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, Asset
 
+from dags._lib import tasks
 from dags._lib.glue import alert_on_failure
 from include.living_review import settings
 from include.living_review.config import ConfigError, ReviewConfig, load_config
@@ -36,62 +38,25 @@ def snapshot_asset(review_id: str) -> Asset:
                  uri=f"living-review://snapshots/{review_id}")
 
 
-def build_pipeline(review: ReviewConfig):
+def build_pipeline(review: ReviewConfig) -> DAG:
     asset = snapshot_asset(review.id)
-
-    @dag(dag_id=f"living_review__{review.dag_suffix}", schedule=review.schedule,
-         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False, max_active_runs=1,
-         default_args=DEFAULT_ARGS,
-         tags=["living-review", "pipeline"], doc_md=__doc__, description=review.title)
-    def pipeline():
-        fetches = []
-        for source in review.sources:
-            if source == "crossref":
-                continue
-
-            @task(task_id=f"fetch_{source}", pool=settings.pool_for(source))
-            def fetch_citations(source: str = source, **context) -> dict:
-                from dags._lib import glue
-                from include.living_review.pipeline import fetch_source
-
-                return fetch_source(glue.run_context(review.id, context), source, glue.client_for(source))
-
-            fetches.append(fetch_citations())
-
-        @task(trigger_rule="all_done")
-        def merge(**context) -> dict:
-            from dags._lib import glue
-            from include.living_review.pipeline import merge_sources
-
-            return merge_sources(glue.run_context(review.id, context))
-
-        @task(pool=settings.pool_for("crossref"))
-        def enrich(**context) -> dict:
-            from dags._lib import glue
-            from include.living_review.pipeline import enrich_metadata
-
-            client = glue.client_for("crossref") if "crossref" in review.sources else None
-            return enrich_metadata(glue.run_context(review.id, context), client)
-
-        @task
-        def validate(**context) -> dict:
-            from dags._lib import glue
-            from include.living_review import pipeline
-
-            return pipeline.validate(glue.run_context(review.id, context))
-
-        @task(outlets=[asset])
-        def publish_snapshot(**context) -> dict:
-            from dags._lib import glue
-            from include.living_review import pipeline
-
-            summary = pipeline.publish(glue.run_context(review.id, context))
-            context["outlet_events"][asset].extra = summary
-            return summary
-
-        fetches >> merge() >> enrich() >> validate() >> publish_snapshot()
-
-    return pipeline()
+    with DAG(dag_id=f"living_review__{review.dag_suffix}", schedule=review.schedule,
+             start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False, max_active_runs=1,
+             default_args=DEFAULT_ARGS, tags=["living-review", "pipeline"], doc_md=__doc__,
+             description=review.title) as pipeline:
+        review_only = {"review_id": review.id}
+        fetches = [PythonOperator(task_id=f"fetch_{source}", python_callable=tasks.fetch,
+                                  op_kwargs={**review_only, "source": source}, pool=settings.pool_for(source))
+                   for source in review.sources if source != "crossref"]
+        merge = PythonOperator(task_id="merge", python_callable=tasks.merge, op_kwargs=review_only,
+                               trigger_rule="all_done")
+        enrich = PythonOperator(task_id="enrich", python_callable=tasks.enrich, op_kwargs=review_only,
+                                pool=settings.pool_for("crossref"))
+        validate = PythonOperator(task_id="validate", python_callable=tasks.validate, op_kwargs=review_only)
+        publish = PythonOperator(task_id="publish_snapshot", python_callable=tasks.publish, outlets=[asset],
+                                 op_kwargs={**review_only, "asset_name": asset.name, "asset_uri": asset.uri})
+        fetches >> merge >> enrich >> validate >> publish
+    return pipeline
 
 
 try:

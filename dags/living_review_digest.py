@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Asset, dag, task
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, Asset
 
+from dags._lib import tasks
 from dags._lib.glue import alert_on_failure
 from include.living_review import settings
 from include.living_review.config import ConfigError, ReviewConfig, load_config
@@ -31,23 +33,14 @@ DEFAULT_ARGS = {
 }
 
 
-def build_digest_dag(review: ReviewConfig):
+def build_digest_dag(review: ReviewConfig) -> DAG:
     asset = Asset(name=f"living_review_snapshot__{review.dag_suffix}", uri=f"living-review://snapshots/{review.id}")
-
-    @dag(dag_id=f"living_review_digest__{review.dag_suffix}", schedule=[asset],
-         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False, max_active_runs=1,
-         default_args=DEFAULT_ARGS, tags=["living-review", "digest"], doc_md=__doc__,
-         description=f"Digest: {review.title}")
-    def digest():
-        @task
-        def send_digest(**context) -> dict:
-            from dags._lib import glue
-
-            return glue.send_digest(review.id, context)
-
-        send_digest()
-
-    return digest()
+    with DAG(dag_id=f"living_review_digest__{review.dag_suffix}", schedule=[asset],
+             start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False, max_active_runs=1,
+             default_args=DEFAULT_ARGS, tags=["living-review", "digest"], doc_md=__doc__,
+             description=f"Digest: {review.title}") as digest:
+        PythonOperator(task_id="send_digest", python_callable=tasks.send_digest, op_kwargs={"review_id": review.id})
+    return digest
 
 
 try:

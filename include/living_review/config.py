@@ -167,6 +167,9 @@ def _fix_for(loc: tuple[object, ...]) -> str:
     return "see the example in include/reviews.yaml and docs/operations.md"
 
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_config(path: Path | str | None = None) -> LoadedConfig:
     """Read and validate the config. Raise :class:`ConfigError` only if nothing can load."""
     path = Path(path) if path is not None else settings.config_path()
@@ -177,7 +180,9 @@ def load_config(path: Path | str | None = None) -> LoadedConfig:
         raise ConfigError([ConfigIssue(where, "(file)", f"cannot read it ({exc.strerror})",
                                        f"create it or point {settings.CONFIG_ENV} at an existing file")]) from exc
     try:
-        document = yaml.safe_load(text)
+        # libyaml's loader when PyYAML has it (its wheels do): 8x faster, and every DAG file
+        # parses the config, so with 200 reviews this is most of the DAG folder's parse time.
+        document = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader either way
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         position = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
