@@ -176,6 +176,13 @@ def report_processing(sizes: dict[int, dict[str, Any]], profile: dict[str, Any] 
     rows.append(["floor", fmt(floor["seconds"], ".3f"), fmt(floor["cpu_seconds"], ".3f"), "",
                  f"pyarrow write (zstd) + read of the {floor['rows']:,}-row snapshot"])
     lines += table(["step", "wall s", "cpu s", "peak RSS MB", "detail"], rows, "lrrrl")
+    parsing = biggest.get("parse_floor")
+    if parsing:
+        lines += ["", f"   decoding the bodies alone ({parsing['json_mb']:.0f} MB JSON, {parsing['xml_mb']:.0f} MB PubMed XML; "
+                  f"CPU s): msgspec JSON {parsing['json_msgspec_cpu_seconds']:.2f}, Bio.Entrez XML "
+                  f"{parsing['pubmed_entrez_cpu_seconds']:.2f} (ElementTree would take "
+                  f"{parsing['pubmed_elementtree_cpu_seconds']:.2f})",
+                  f"   total vs (write/read floor + decoding): {biggest['ratio_cpu_vs_parse_and_write']:.1f}x CPU"]
     parts = first["stages"]["merge"].get("parts") or {}
     if parts:
         lines += ["", "   merge step, by call inside pipeline.merge_sources (wall s; peak RSS MB while it ran):",
