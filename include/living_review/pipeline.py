@@ -431,18 +431,21 @@ MERGED_SCHEMA = CITING_WORKS_SCHEMA.append(pa.field("omid", pa.string()))
 MERGED_SCHEMA = MERGED_SCHEMA.set(MERGED_SCHEMA.get_field_index("title"), pa.field("title", pa.string()))
 
 
+_LIST_COLUMNS = ("authors", "publication_types", "sources", "update_notices", "versions")
+
+
 def _merged_table(rows: list[dict[str, Any]]) -> pa.Table:
-    columns = {}
-    for name in MERGED_SCHEMA.names:
-        values = [r.get(name) for r in rows]
-        if name == "source_ids":
-            values = [list((v or {}).items()) if isinstance(v, dict) else (v or []) for v in values]
-        elif name in ("authors", "publication_types", "sources", "update_notices", "versions"):
-            values = [list(v or []) for v in values]
-        elif name in ("is_retracted", "title_is_translated"):
-            values = [bool(v) for v in values]
-        columns[name] = values
-    return pa.table(columns, schema=MERGED_SCHEMA)
+    """Merged rows as a :data:`MERGED_SCHEMA` table: lists never null, maps as key/value pairs."""
+    for row in rows:  # in place: the rows are not used after this
+        ids = row.get("source_ids")
+        row["source_ids"] = list(ids.items()) if isinstance(ids, dict) else (ids or [])
+        for name in _LIST_COLUMNS:
+            if row.get(name) is None:
+                row[name] = []
+        row["is_retracted"] = bool(row.get("is_retracted"))
+        row["title_is_translated"] = bool(row.get("title_is_translated"))
+    # Arrow's row converter: about half the time of building Python lists per column first.
+    return pa.Table.from_pylist(rows, schema=MERGED_SCHEMA)
 
 
 def _jsonable(value: Any) -> Any:
