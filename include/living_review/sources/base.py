@@ -1,8 +1,10 @@
 """What every source client returns, and what it is told about the previous run."""
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,24 @@ def raw_json(record: Any) -> str:
         return _RAW_ENCODER.encode(record).decode("utf-8")
     except (UnicodeEncodeError, TypeError, ValueError, OverflowError):
         return json.dumps(record, ensure_ascii=False, default=str)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while pages are parsed and mapped, as the merge does.
+
+    Decoded pages and Works are acyclic, so reference counting frees them; the
+    collector would rescan them again and again as they pile up (at 100k records,
+    a third of the mapping time). Call :func:`gc.collect` with generation 0 after a
+    page that leaves a reference cycle (Bio.Entrez's parser does).
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 class SourceSkipped(RuntimeError):

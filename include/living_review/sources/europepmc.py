@@ -20,7 +20,8 @@ from include.living_review.models import Work
 from include.living_review.normalize import (author_name, clean_abstract, clean_text, clean_title, is_preprint_type,
                                              make_date, normalize_language, notice, notice_kind,
                                              parse_iso_date, year_of)
-from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped, check_raw_contract, raw_json
+from include.living_review.sources.base import (KnownWorks, SourceResult, SourceSkipped, check_raw_contract,
+                                                collector_paused, raw_json)
 
 log = logging.getLogger(__name__)
 SOURCE = "europepmc"
@@ -170,8 +171,9 @@ class EuropePmcClient:
         query = f"CITES:{review.pmid}_MED"
         before = self.http.log.count
         works: list[Work] = []
-        for page in self.search_pages(query, max_records=max_records):
-            works.extend(from_europepmc(record) for record in page)
+        with collector_paused():
+            for page in self.search_pages(query, max_records=max_records):
+                works.extend(from_europepmc(record) for record in page)
         log.info("europepmc: %d citing works for %s (hitCount %s) in %d requests", len(works), query,
                  self.hit_count, self.http.log.count - before)
         markers = {"version": self.version} if self.version else {}

@@ -22,7 +22,7 @@ from include.living_review.normalize import (author_from_display, clean_abstract
                                              is_preprint_type, normalize_language,
                                              parse_iso_date, year_of)
 from include.living_review.sources.base import (KnownWorks, RawContractError, SourceResult, SourceSkipped,
-                                                check_raw_contract, raw_json)
+                                                check_raw_contract, collector_paused, raw_json)
 
 log = logging.getLogger(__name__)
 SOURCE = "openalex"
@@ -181,8 +181,9 @@ class OpenAlexClient:
         work_id = work_id or self.resolve(review)
         before = self.http.log.count
         works: list[Work] = []
-        for page in self.citing_pages(work_id, max_records=max_records):
-            works.extend(from_openalex(raw) for raw in page)
+        with collector_paused():
+            for page in self.citing_pages(work_id, max_records=max_records):
+                works.extend(from_openalex(raw) for raw in page)
         log.info("openalex: %d citing works for %s in %d requests", len(works), work_id,
                  self.http.log.count - before)
         return SourceResult(

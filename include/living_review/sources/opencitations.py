@@ -21,7 +21,8 @@ from include.living_review.http import HttpClient, parse_json
 from include.living_review.ids import normalize_doi, normalize_openalex_id, normalize_pmcid, normalize_pmid
 from include.living_review.models import Work
 from include.living_review.normalize import parse_iso_date, year_of
-from include.living_review.sources.base import KnownWorks, SourceResult, check_raw_contract, raw_json
+from include.living_review.sources.base import (KnownWorks, SourceResult, check_raw_contract, collector_paused,
+                                                raw_json)
 
 log = logging.getLogger(__name__)
 SOURCE = "opencitations"
@@ -142,8 +143,9 @@ class OpenCitationsClient:
                      cached: dict[str, Any] | None = None) -> SourceResult:
         """Citing works of ``review`` as ids and dates; ``known`` is unused (no metadata calls)."""
         pid = self.review_pid(review)
-        rows = self.citations(pid)
-        mapped = [from_opencitations(row) for row in rows]
+        with collector_paused():
+            rows = self.citations(pid)
+            mapped = [from_opencitations(row) for row in rows]
         identified = [w for w in mapped if _keys(w)]
         works = dedupe(identified)
         distinct = len(works)

@@ -6,6 +6,7 @@ copies Biopython bundles: a run never downloads one (see :func:`entrez_read`).
 """
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import re
@@ -25,7 +26,8 @@ from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_
 from include.living_review.models import Work
 from include.living_review.normalize import (clean_abstract, clean_text, clean_title, is_preprint_type, make_date,
                                              medline_date, notice, notice_kind, year_of)
-from include.living_review.sources.base import KnownWorks, SourceResult, check_raw_contract, raw_json
+from include.living_review.sources.base import (KnownWorks, SourceResult, check_raw_contract, collector_paused,
+                                                raw_json)
 
 log = logging.getLogger(__name__)
 SOURCE = "pubmed"
@@ -260,8 +262,12 @@ class PubMedClient:
 
             def parse(response: requests.Response, body: bytes) -> list[dict[str, Any]]:
                 record = entrez_read(body, self.http.url("efetch.fcgi"))
-                check_raw_contract(SOURCE, {"PubmedArticle": list(record.get("PubmedArticle", []))})
-                return list(record.get("PubmedArticle", []))
+                articles = list(record.get("PubmedArticle", []))
+                check_raw_contract(SOURCE, {"PubmedArticle": articles})
+                # Bio.Entrez's parser keeps the record in a reference cycle (the expat parser
+                # and its handler); emptied, the articles are freed as soon as they are mapped.
+                record.clear()
+                return articles
 
             page = self.http.post("efetch.fcgi", parse, data=data)
             log.info("pubmed: efetch %d-%d of %d: %d records", start + 1, start + len(batch), len(pmids), len(page))
@@ -279,8 +285,13 @@ class PubMedClient:
         works: list[Work] = [Work(title=None, pmid=p, sources=[SOURCE], source_ids={SOURCE: p})
                              for p in citing if p in known.pmids]
         before = self.http.log.count
-        for page in self.fetch_pages(new, max_records=max_records):
-            works.extend(from_pubmed(article) for article in page)
+        with collector_paused():
+            for page in self.fetch_pages(new, max_records=max_records):
+                works.extend(from_pubmed(article) for article in page)
+                page.clear()
+                # What is left of the page is the parser's cycle: a pass over the young
+                # generation (this page's objects only) frees it.
+                gc.collect(0)
         return SourceResult(
             source=SOURCE, works=works, listed=len(citing),
             metadata_requests=self.http.log.count - before,

@@ -20,7 +20,8 @@ from include.living_review.http import HttpClient, parse_json
 from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_pmid
 from include.living_review.models import Work
 from include.living_review.normalize import author_from_display, clean_abstract, clean_text, clean_title, parse_iso_date, year_of
-from include.living_review.sources.base import KnownWorks, SourceResult, check_raw_contract, raw_json
+from include.living_review.sources.base import (KnownWorks, SourceResult, check_raw_contract, collector_paused,
+                                                raw_json)
 
 log = logging.getLogger(__name__)
 SOURCE = "semanticscholar"
@@ -117,18 +118,19 @@ class SemanticScholarClient:
         listed = 0
         unidentified = 0
         works: dict[str, Work] = {}
-        for page in self.pages(paper_id, max_records=max_records):
-            listed += len(page)
-            for entry in page:
-                work = from_semanticscholar(entry["citingPaper"])
-                key = work.s2_paper_id or work.doi or work.pmid or work.pmcid
-                if key is None:
-                    # S2 lists citers it could not resolve to a paper (paperId null,
-                    # title only); with no id they cannot be merged or followed up.
-                    unidentified += 1
-                    continue
-                # Offsets shift when citations arrive mid-walk; keep the first sighting.
-                works.setdefault(key, work)
+        with collector_paused():
+            for page in self.pages(paper_id, max_records=max_records):
+                listed += len(page)
+                for entry in page:
+                    work = from_semanticscholar(entry["citingPaper"])
+                    key = work.s2_paper_id or work.doi or work.pmid or work.pmcid
+                    if key is None:
+                        # S2 lists citers it could not resolve to a paper (paperId null,
+                        # title only); with no id they cannot be merged or followed up.
+                        unidentified += 1
+                        continue
+                    # Offsets shift when citations arrive mid-walk; keep the first sighting.
+                    works.setdefault(key, work)
         if unidentified:
             log.info("semanticscholar: skipped %d citing entries without any id", unidentified)
         return SourceResult(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data_quality import raw_contracts
-from include.living_review.sources.base import RawContractError, check_raw_contract, raw_json
+from include.living_review.sources.base import RawContractError, check_raw_contract, collector_paused, raw_json
 from include.living_review.sources.pubmed import entrez_read
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -39,6 +40,25 @@ def test_raw_json_of_bio_entrez_records_matches_json_dumps_with_default_str(name
     assert articles
     for article in articles:
         assert json.loads(raw_json(article)) == json.loads(json.dumps(article, default=str, ensure_ascii=False))
+
+
+def test_collector_paused_restores_the_collector_even_after_an_error():
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        with collector_paused():
+            assert not gc.isenabled()
+            raise ValueError("mapping failed")
+    assert gc.isenabled()
+
+
+def test_collector_paused_leaves_a_disabled_collector_disabled():
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def plain_check(source: str, payload: Any) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import socket
 from pathlib import Path
 
@@ -132,6 +133,29 @@ def test_client_fetches_only_unknown_pmids_in_batches():
     assert sum(1 for w in result.works if w.title is None) == 15
     for work in result.works:
         assert work.pmid != REVIEW["pmid"] and work.doi != REVIEW["doi"]
+
+
+def test_parsed_pages_are_freed_while_the_collector_is_paused(monkeypatch):
+    """Mapping pauses the cyclic collector; each parsed page must still be freed once mapped."""
+    from include.living_review.sources import pubmed
+
+    alive: list[int] = []
+
+    def counting(article):
+        if not alive or len(alive) % 4 == 0:  # once per page of 4
+            alive.append(sum(1 for o in gc.get_objects() if type(o).__name__ == "DictionaryElement"
+                             and getattr(o, "tag", None) == "PubmedArticle"))
+        else:
+            alive.append(alive[-1])
+        return from_pubmed(article)
+
+    monkeypatch.setattr(pubmed, "from_pubmed", counting)
+    with FakeEutils(seed_corpus()) as fake:
+        gc.collect()
+        result = PubMedClient(fake.url, batch_size=4).fetch_citing(REVIEW_CONF, KnownWorks())
+    assert gc.isenabled()
+    assert len(result.works) == 20
+    assert max(alive) <= 4, alive  # the page being mapped, not every page so far
 
 
 def test_html_error_page_is_retried_then_fails_with_url():
