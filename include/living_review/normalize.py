@@ -70,7 +70,9 @@ def clean_title(value: object) -> tuple[str | None, bool]:
 
 def author_name(family: str | None, initials: str | None = None, given: str | None = None) -> str | None:
     """``Family Initials`` (``Xu R``) from parts; initials derived from given names if absent."""
-    if _is_text(family) and _is_text(initials) and _is_text(given):
+    # Only exact str (or None) is cached: 1, 1.0 and True are equal keys with different text.
+    if ((family is None or type(family) is str) and (initials is None or type(initials) is str)
+            and (given is None or type(given) is str)):
         return _cached_author_name(family, initials, given)
     return _author_name(family, initials, given)
 
@@ -81,7 +83,7 @@ def _author_name(family: object, initials: object, given: object) -> str | None:
         return None
     if not initials and given:
         parts = _NAME_PARTS.split(clean_text(given) or "")
-        initials = "".join(p[0].upper() for p in parts if p)
+        initials = "".join([p[0].upper() for p in parts if p])
     initials = clean_text(initials)
     return f"{family} {initials}" if initials else family
 
@@ -104,11 +106,6 @@ def _author_from_display(name: object) -> str | None:
     if len(parts) == 1:
         return name
     return author_name(parts[-1], given=" ".join(parts[:-1]))
-
-
-def _is_text(value: object) -> bool:
-    # Only exact str (or None) is cached: 1, 1.0 and True are equal keys with different text.
-    return value is None or type(value) is str
 
 
 _cached_author_name = lru_cache(maxsize=_NAME_CACHE_SIZE)(_author_name)

@@ -54,9 +54,9 @@ def abstract_from_inverted_index(index: object) -> str | None:
     """OpenAlex ships abstracts as {word: [positions]}; rebuild the text."""
     if not isinstance(index, dict) or not index:
         return None
-    positions = sorted((pos, word) for word, places in index.items() for pos in (places or [])
-                       if isinstance(pos, int))
-    return clean_abstract(" ".join(word for _, word in positions))
+    positions = [(pos, word) for word, places in index.items() for pos in (places or []) if isinstance(pos, int)]
+    positions.sort()
+    return clean_abstract(" ".join([word for _, word in positions]))
 
 
 def from_openalex(raw: dict[str, Any]) -> Work:
