@@ -33,7 +33,7 @@ from include.living_review.models import (
     table_to_works,
     works_to_table,
 )
-from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped
+from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped, collector_paused
 from include.living_review.storage import (
     Layout,
     StoragePath,
@@ -171,7 +171,8 @@ def fetch_source(ctx: RunContext, source: str, client: Any) -> dict[str, Any]:
 
     stats.update(listed=result.listed, works=len(result.works), metadata_requests=result.metadata_requests,
                  markers=result.markers, query=result.query)
-    write_parquet_atomic(works_to_table(result.works), staged)
+    with collector_paused():
+        write_parquet_atomic(works_to_table(result.works), staged)
     problem = health_problem(source, result.listed, prev_source)
     if problem:
         stats.update(status="failed", reason=problem)
@@ -237,27 +238,30 @@ def merge_sources(ctx: RunContext, *, with_enrichment: bool = False) -> dict[str
         raise PublishBlocked(f"every source failed for review {ctx.review.id!r}: "
                              + "; ".join(f"{s}: {st['reason']}" for s, st in stats.items())
                              + ". Nothing was published; the last good snapshot stays")
-    records: list[Work] = []
-    for path in _merge_inputs(ctx, ok):
-        # Without the raw payloads: validate looks up only the quarantined rows' ones.
-        records.extend(table_to_works(read_parquet(path, columns=MERGE_INPUT_COLUMNS)))
-    prev = previous_rows(ctx.layout)
-    result = merge_works(records, prev)
-    rows = _as_rows(result.works)
-    for row in rows:  # Crossref has no cited-by list: it enriches, it never reports a citation
-        row["sources"] = [s for s in row.get("sources") or [] if s != "crossref"]
-    shared = fill_from_portfolio(rows, portfolio_rows(ctx))
-    prev_by_id = {r["work_id"]: r for r in prev}
-    for row in rows:
-        old = prev_by_id.get(row["work_id"])
-        row["first_seen"] = old["first_seen"] if old and old.get("first_seen") else ctx.run_ts
-        if row.get("reported_this_run", True):
-            row["last_reported"] = ctx.run_ts
-        else:
-            row["last_reported"] = old.get("last_reported") if old else None
-    scoring = score_relevance(ctx.review, rows)
-    table = _merged_table(rows)
-    write_parquet_atomic(table, ctx.staged("merged.parquet"))
+    # Hundreds of thousands of acyclic objects: without the pause the cyclic collector
+    # rescans them again and again (see collector_paused).
+    with collector_paused():
+        records: list[Work] = []
+        for path in _merge_inputs(ctx, ok):
+            # Without the raw payloads: validate looks up only the quarantined rows' ones.
+            records.extend(table_to_works(read_parquet(path, columns=MERGE_INPUT_COLUMNS)))
+        prev = previous_rows(ctx.layout)
+        result = merge_works(records, prev)
+        rows = _as_rows(result.works)
+        for row in rows:  # Crossref has no cited-by list: it enriches, it never reports a citation
+            row["sources"] = [s for s in row.get("sources") or [] if s != "crossref"]
+        shared = fill_from_portfolio(rows, portfolio_rows(ctx))
+        prev_by_id = {r["work_id"]: r for r in prev}
+        for row in rows:
+            old = prev_by_id.get(row["work_id"])
+            row["first_seen"] = old["first_seen"] if old and old.get("first_seen") else ctx.run_ts
+            if row.get("reported_this_run", True):
+                row["last_reported"] = ctx.run_ts
+            else:
+                row["last_reported"] = old.get("last_reported") if old else None
+        scoring = score_relevance(ctx.review, rows)
+        table = _merged_table(rows)
+        write_parquet_atomic(table, ctx.staged("merged.parquet"))
     new = sum(1 for r in rows if r["first_seen"] == ctx.run_ts)
     summary = {"records_in": len(records), "works_out": len(rows), "new": new, "shared_from_portfolio": shared,
                "merge_stats": _jsonable(getattr(result, "stats", {})), "relevance": scoring}
