@@ -167,17 +167,22 @@ def score_works(review_text: str, scope_keywords: Sequence[str], works: Sequence
                          [w.get("abstract") for w in works], scorer=scorer)
 
 
-def score_columns(review_text: str, scope_keywords: Sequence[str], titles: Sequence[str | None],
-                  abstracts: Sequence[str | None], *, scorer: str = "tfidf") -> list[tuple[float, str]]:
+def score_columns(review_text: str, scope_keywords: Sequence[str],
+                  titles: Sequence[str | None] | pa.Array | pa.ChunkedArray,
+                  abstracts: Sequence[str | None] | pa.Array | pa.ChunkedArray, *,
+                  scorer: str = "tfidf") -> list[tuple[float, str]]:
     """``(relevance, reason)`` per work from a column of titles and one of abstracts (None is fine).
 
     The same scores and reasons as :func:`score_works` on the same works, without a
-    mapping per work: pass a snapshot's ``title`` and ``abstract`` columns (for
-    example ``table.column("title").to_pylist()``). Raises :class:`ValueError` when the
-    columns differ in length.
+    mapping per work: pass a snapshot's ``title`` and ``abstract`` columns, as lists or
+    as pyarrow (chunked) arrays. Raises :class:`ValueError` when the columns differ in
+    length.
     """
     if scorer not in SCORERS:
         raise ValueError(f"unknown relevance scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+    # A pyarrow column iterates as scalars, not str: take its values.
+    titles = titles.to_pylist() if isinstance(titles, pa.Array | pa.ChunkedArray) else titles
+    abstracts = abstracts.to_pylist() if isinstance(abstracts, pa.Array | pa.ChunkedArray) else abstracts
     if len(titles) != len(abstracts):
         raise ValueError(f"{len(titles)} titles but {len(abstracts)} abstracts; give one of each per work")
     if not len(titles):

@@ -18,6 +18,7 @@ from typing import Any
 from unittest import mock
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -339,6 +340,10 @@ def test_score_columns_is_score_works_on_columns(labelled):
     titles = [w["title"] for w in labelled.works]
     abstracts = [w.get("abstract") for w in labelled.works]
     assert score_columns(labelled.review_text, labelled.scope_keywords, titles, abstracts) == score_works(
+        labelled.review_text, labelled.scope_keywords, labelled.works)
+    table = pa.table({"title": titles, "abstract": pa.array(abstracts, pa.string())})
+    assert score_columns(labelled.review_text, labelled.scope_keywords, table.column("title"),
+                         table.column("abstract").combine_chunks()) == score_works(
         labelled.review_text, labelled.scope_keywords, labelled.works)
     assert score_columns("review", [], [], []) == []
     with pytest.raises(ValueError, match="2 titles but 1 abstracts"):
