@@ -244,11 +244,11 @@ def replay_client(source: str, bodies: dict[str, list[Path]]) -> Any:
 # -- the measured pipeline ---------------------------------------------------------
 
 def review_config() -> Any:
-    from include.living_review.config import ReviewConfig
-    from tests.fakes.corpus import REVIEW
+    """The shipped review (its abstract and scope keywords drive relevance), under a bench id."""
+    from include.living_review.config import load_config
 
-    return ReviewConfig(id="bench-processing", title=REVIEW["title"], doi=REVIEW["doi"], pmid=REVIEW["pmid"],
-                        pmcid=REVIEW["pmcid"], sources=list(SOURCES))
+    shipped = load_config(ROOT / "include" / "reviews.yaml").reviews[0]
+    return shipped.model_copy(update={"id": "bench-processing", "sources": list(SOURCES)})
 
 
 def _child(conn: Any, fn: Any, args: tuple[Any, ...]) -> None:

@@ -354,12 +354,13 @@ def score_relevance(review: ReviewConfig, rows: list[dict[str, Any]]) -> dict[st
     scorer = settings.RELEVANCE_SCORER
     text = relevance.build_review_text(review.title, review.abstract, review.scope_keywords)
     started = time.monotonic()
+    titles, abstracts = [r.get("title") for r in rows], [r.get("abstract") for r in rows]
     try:
-        scores = relevance.score_works(text, list(review.scope_keywords), rows, scorer=scorer)
+        scores = relevance.score_columns(text, list(review.scope_keywords), titles, abstracts, scorer=scorer)
     except relevance.EmbeddingScorerUnavailable as exc:
         log.warning("relevance: %s; falling back to the tfidf scorer", exc)
         scorer = "tfidf"
-        scores = relevance.score_works(text, list(review.scope_keywords), rows, scorer=scorer)
+        scores = relevance.score_columns(text, list(review.scope_keywords), titles, abstracts, scorer=scorer)
     for row, (score, reason) in zip(rows, scores):
         row["relevance"], row["relevance_reason"] = score, reason
     likely = sum(1 for score, _ in scores if relevance.is_likely_relevant(score))
