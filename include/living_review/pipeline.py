@@ -571,7 +571,9 @@ def compute_changes(previous: list[dict[str, Any]], current: list[dict[str, Any]
             changes.append({"work_id": row["work_id"], "change": "added", "changed_fields": [],
                             "title": row["title"], "doi": row["doi"], "detail": None})
             continue
-        changed = [f for f in TRACKED_FIELDS if _norm(old.get(f), f) != _norm(row.get(f), f)]
+        # Equal values need no normalizing: most rows are unchanged week to week.
+        changed = [f for f in TRACKED_FIELDS
+                   if old.get(f) != row.get(f) and _norm(old.get(f), f) != _norm(row.get(f), f)]
         if changed:
             detail = {f: [_show(old.get(f)), _show(row.get(f))] for f in changed}
             changes.append({"work_id": row["work_id"], "change": "updated", "changed_fields": changed,
