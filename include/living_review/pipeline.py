@@ -39,6 +39,7 @@ from include.living_review.storage import (
     StoragePath,
     json_file,
     local_mirror,
+    parquet_columns,
     parquet_file,
     partition_lock,
     publish_files,
@@ -115,6 +116,24 @@ def previous_rows(layout: Layout, columns: Sequence[str] | None = None) -> list[
     if previous is None:
         return []
     return read_parquet(previous.snapshot_file, columns=columns).to_pylist()
+
+
+def previous_table(layout: Layout, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of the previous snapshot (empty without one).
+
+    A column an older snapshot lacks (written under an earlier contract) is all nulls,
+    so comparing with it reports the field as changed instead of failing the publish.
+    """
+    previous = layout.previous()
+    if previous is None:
+        return CITING_WORKS_SCHEMA.empty_table().select(list(columns))
+    present = set(parquet_columns(previous.snapshot_file))
+    table = read_parquet(previous.snapshot_file, columns=[name for name in columns if name in present])
+    missing = [name for name in columns if name not in present]
+    for name in missing:
+        table = table.append_column(CITING_WORKS_SCHEMA.field(name), pa.nulls(table.num_rows,
+                                                                          CITING_WORKS_SCHEMA.field(name).type))
+    return table.select(list(columns))
 
 
 def previous_manifest(layout: Layout) -> dict[str, Any]:
@@ -559,11 +578,19 @@ def validate(ctx: RunContext) -> dict[str, Any]:
 
 # -- publish -----------------------------------------------------------------------
 
+_UNSET: Any = object()
+
+
 def compute_changes(previous: list[dict[str, Any]], current: list[dict[str, Any]],
-                    run_ts: dt.datetime) -> list[dict[str, Any]]:
-    """One row per added, updated or no-longer-reported work, compared with the previous snapshot."""
+                    run_ts: dt.datetime, prev_run: dt.datetime | None = _UNSET) -> list[dict[str, Any]]:
+    """One row per added, updated or no-longer-reported work, compared with the previous snapshot.
+
+    ``prev_run`` is the previous run's timestamp (the latest ``last_reported``), taken
+    from ``previous`` unless given: :func:`changes_between` passes only some rows.
+    """
     before = {r["work_id"]: r for r in previous}
-    prev_run = max((r["last_reported"] for r in previous if r.get("last_reported")), default=None)
+    if prev_run is _UNSET:
+        prev_run = max((r["last_reported"] for r in previous if r.get("last_reported")), default=None)
     changes = []
     for row in current:
         old = before.get(row["work_id"])
@@ -585,6 +612,53 @@ def compute_changes(previous: list[dict[str, Any]], current: list[dict[str, Any]
                             "title": row["title"], "doi": row["doi"],
                             "detail": json.dumps({"last_reported": str(row.get("last_reported"))})})
     return changes
+
+
+def changes_between(previous: pa.Table, current: pa.Table, run_ts: dt.datetime) -> list[dict[str, Any]]:
+    """:func:`compute_changes` of two snapshot tables, with Python rows only where something may change.
+
+    Week to week most works are unchanged: Arrow compares the tracked columns of each
+    current row with its previous row (matched on ``work_id``), and only added rows,
+    rows whose raw values differ and rows that may have stopped being reported are
+    turned into Python rows. Equal raw values give equal normalized values, so the rows
+    skipped can produce no change. Both tables need :data:`CHANGE_COLUMNS`.
+    """
+    if previous.num_rows == 0:
+        return compute_changes([], current.select(BASELINE_COLUMNS).to_pylist(), run_ts, None)
+    positions = pc.index_in(current.column("work_id"), value_set=previous.column("work_id"))
+    matched = pc.is_valid(positions)
+    old = previous.take(pc.fill_null(positions, 0))  # aligned with current; unmatched rows are masked
+    maybe = pc.invert(matched)
+    for name in TRACKED_FIELDS:
+        maybe = pc.or_(maybe, _differs(old.column(name), current.column(name)))
+    last = previous.column("last_reported")
+    prev_run = pc.max(last).as_py()
+    if prev_run is not None:
+        was_reported = pc.fill_null(pc.equal(old.column("last_reported"), pa.scalar(prev_run, last.type)), False)
+        still = pc.fill_null(pc.equal(current.column("last_reported"), pa.scalar(run_ts, last.type)), False)
+        maybe = pc.or_(maybe, pc.and_(was_reported, pc.invert(still)))
+    picked = pc.indices_nonzero(pc.fill_null(maybe, True))
+    rows = current.take(picked).to_pylist()
+    keep = pc.filter(positions.take(picked), matched.take(picked))
+    olds = previous.take(keep).to_pylist()
+    return compute_changes(olds, rows, run_ts, prev_run)
+
+
+def _differs(before: pa.ChunkedArray, after: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Per row: True unless both values are equal (two nulls are equal). Errs towards True."""
+    kind = after.type
+    if pa.types.is_list(kind) and pa.types.is_string(kind.value_type):
+        # A list of strings compares as its joined text; a null inside a list makes the join
+        # null, so such rows count as different and get the exact comparison in Python.
+        joined_before, joined_after = pc.binary_join(before, "\x1f"), pc.binary_join(after, "\x1f")
+        both_null = pc.and_(pc.is_null(before), pc.is_null(after))
+        equal = pc.or_(pc.fill_null(pc.equal(joined_before, joined_after), False), both_null)
+        return pc.invert(equal)
+    if pa.types.is_nested(kind):  # lists of structs (versions): few and small, compared in Python
+        flags = [a != b for a, b in zip(before.to_pylist(), after.to_pylist(), strict=True)]
+        return pa.chunked_array([pa.array(flags, pa.bool_())])
+    both_null = pc.and_(pc.is_null(before), pc.is_null(after))
+    return pc.invert(pc.or_(pc.fill_null(pc.equal(before, after), False), both_null))
 
 
 # Lists whose order carries no meaning: compared as sets, so a new reporting source
@@ -661,20 +735,19 @@ def publish(ctx: RunContext) -> dict[str, Any]:
     with partition_lock(ctx.layout):
         passed = read_parquet(ctx.staged("validated.parquet"))
         rejected = read_parquet(ctx.staged("rejected.parquet"))
-        # The change feed and coverage compare these columns only; abstracts stay in Arrow.
-        prev = previous_rows(ctx.layout, CHANGE_COLUMNS)
-        if prev and passed.num_rows < len(prev) * (1 - settings.ROW_DROP_SHARE):
+        prev = previous_table(ctx.layout, CHANGE_COLUMNS)
+        if prev.num_rows and passed.num_rows < prev.num_rows * (1 - settings.ROW_DROP_SHARE):
             raise PublishBlocked(
-                f"review {ctx.review.id!r}: the snapshot would shrink from {len(prev)} to {passed.num_rows} works "
+                f"review {ctx.review.id!r}: the snapshot would shrink from {prev.num_rows} to {passed.num_rows} works "
                 f"(more than {settings.ROW_DROP_SHARE:.0%}); refusing to publish. See the quarantine in "
                 f"{ctx.staged('rejected.parquet')} and rerun once fixed")
-        # Against an empty previous snapshot every row is "added": its ids and title suffice.
-        rows = passed.select(CHANGE_COLUMNS if prev else BASELINE_COLUMNS).to_pylist()
+        # Coverage and counts need these; the change feed compares the tables in Arrow.
+        rows = passed.select(["work_id", "sources", "first_seen", "last_reported"]).to_pylist()
         stats = _source_stats(ctx)
         enrich = read_json(ctx.staged("enrich.json"))
         validation = read_json(ctx.staged("validation.json"), {})
         merge = read_json(ctx.staged("merge.json"), {})
-        changes = compute_changes(prev, rows, ctx.run_ts)
+        changes = changes_between(prev, passed.select(CHANGE_COLUMNS), ctx.run_ts)
         coverage = _coverage_rows(ctx, rows, stats, enrich)
 
         layout = ctx.layout
@@ -702,7 +775,7 @@ def publish(ctx: RunContext) -> dict[str, Any]:
                 "quarantined": rejected.num_rows,
                 "published": passed.num_rows,
                 "new": new,
-                "previous": len(prev),
+                "previous": prev.num_rows,
             },
             "coverage": {c["source"]: c["works"] for c in coverage if c["source"] != "crossref"}
             | {"union": sum(1 for r in rows if r.get("last_reported") == ctx.run_ts)},

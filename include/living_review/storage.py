@@ -175,6 +175,14 @@ def read_parquet(path: StoragePath, columns: Sequence[str] | None = None) -> pa.
         return pq.read_table(handle, columns=columns)
 
 
+def parquet_columns(path: StoragePath) -> list[str]:
+    """The column names of a Parquet file, from its footer only."""
+    if not is_remote(path):
+        return pq.read_schema(path).names
+    with path.open("rb") as handle:
+        return pq.read_schema(handle).names
+
+
 def _parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
