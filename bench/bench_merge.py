@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from include.living_review.merge import merge_works  # noqa: E402
-from include.living_review.models import CITING_WORKS_SCHEMA, Work  # noqa: E402
+from include.living_review.records import CITING_WORKS_SCHEMA, Work  # noqa: E402
 
 # Chance that a source lists a given paper: ~3.4 records per paper.
 # PubMed lists only papers with a PMID, so its share of all papers is 0.85 * 0.7 = 0.6.

@@ -188,7 +188,7 @@ class ReplayHttp:
     """Stands in for a client's ``HttpClient``: hands the next recorded body to the client's own parser."""
 
     def __init__(self, source: str, bodies: dict[str, list[Path]]):
-        from include.living_review.http import RequestLog
+        from include.living_review.sources.http import RequestLog
 
         self.source = source
         self.base_url = f"http://replay.invalid/{source}"
@@ -208,7 +208,7 @@ class ReplayHttp:
         raise KeyError(f"{self.source}: no recorded body for {path!r}")
 
     def request(self, method: str, path: str, parse: Any, **kwargs: Any) -> Any:
-        from include.living_review.http import RequestRecord
+        from include.living_review.sources.http import RequestRecord
 
         started = time.perf_counter()
         body = self._next(path).read_bytes()
@@ -361,12 +361,12 @@ def run_pipeline(data_dir: Path, files: dict[str, dict[str, list[Path]]], when: 
     stages["normalize"]["start_rss_mb"] = max(f["start_rss_mb"] for f in fetch.values())
     stages["normalize"]["per_source"] = {s: {k: v for k, v in f.items() if k != "value"} | f["value"]
                                          for s, f in fetch.items()}
-    merge = in_process(_timed_core(pipeline.merge_sources, ("include.living_review.merge", "merge_works"),
-                                   ("include.living_review.pipeline", "score_relevance"),
-                                   ("include.living_review.pipeline", "table_to_works"),
-                                   ("include.living_review.pipeline", "previous_rows"),
-                                   ("include.living_review.pipeline", "fill_from_portfolio"),
-                                   ("include.living_review.pipeline", "_merged_table")), ctx, isolate=isolate)
+    merge = in_process(_timed_core(pipeline.merge_sources, ("include.living_review.merge.works", "merge_works"),
+                                   ("include.living_review.relevance", "score_relevance"),
+                                   ("include.living_review.merge.step", "table_to_works"),
+                                   ("include.living_review.merge.step", "committed_rows"),
+                                   ("include.living_review.merge.step", "fill_from_portfolio"),
+                                   ("include.living_review.merge.step", "merged_table")), ctx, isolate=isolate)
     enrich = in_process(pipeline.enrich_metadata, ctx, None, isolate=isolate)
     check = in_process(_timed_core(pipeline.validate, ("data_quality.validate", "validate_works")), ctx,
                        isolate=isolate)
@@ -377,7 +377,7 @@ def run_pipeline(data_dir: Path, files: dict[str, dict[str, list[Path]]], when: 
     stages["merge"]["core_seconds"] = merge["value"]["parts"].get("merge_works", {}).get("seconds", 0.0)
     stages["validate"]["core_seconds"] = check["value"]["parts"].get("validate_works", {}).get("seconds", 0.0)
     merged, checked, published = merge["value"]["summary"], check["value"]["summary"], publish["value"]
-    validation = json.loads(ctx.staged("validation.json").read_text(encoding="utf-8"))
+    validation = json.loads(ctx.staging.validation.read_text(encoding="utf-8"))
     return {"stages": stages,
             "total_seconds": sum(s["seconds"] for s in stages.values()),
             "total_cpu_seconds": sum(s["cpu_seconds"] for s in stages.values()),
@@ -462,7 +462,7 @@ def warm_up_gx(directory: Path) -> float:
     import pyarrow as pa
 
     from data_quality.validate import validate_works
-    from include.living_review.models import CITING_WORKS_SCHEMA
+    from include.living_review.records import CITING_WORKS_SCHEMA
 
     started = time.perf_counter()
     try:

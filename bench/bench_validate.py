@@ -19,7 +19,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from include.living_review.models import CITING_WORKS_SCHEMA  # noqa: E402
+from include.living_review.records import CITING_WORKS_SCHEMA  # noqa: E402
 
 RUN_DATE = dt.date(2025, 6, 1)
 

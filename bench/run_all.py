@@ -31,7 +31,7 @@ from typing import Any
 from bench.common import ROOT, run_child, write_json
 
 RESULTS = ROOT / "bench" / "results.json"
-PARTS = ("requests", "rates", "processing", "parse")
+PARTS = ("requests", "rates", "processing", "parse", "commit")
 PROFILE_RECORDS = 30_000
 SOURCE_ORDER = ("pubmed", "europepmc", "openalex", "opencitations", "semanticscholar", "crossref")
 STEP_ORDER = ("normalize", "merge", "enrich", "validate", "publish")
@@ -65,6 +65,17 @@ def table(headers: list[str], rows: list[list[Any]], align: str | None = None) -
 
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else "MET" if ok else "NOT MET"
+
+
+def report_commit(result: dict[str, Any]) -> list[str]:
+    """Section 6: the run commit against the alternatives (bench/bench_commit.py)."""
+    rows = [[name, fmt(r["wall_s"], ".3f"), fmt(r["cpu_s"], ".3f"), fmt(r["written_bytes"] / 1e6, ".1f"),
+             fmt(r["exposure_ms"], ".2f"), r["after_kill_9"]] for name, r in result["local"].items()]
+    lines = [f"6. RUN COMMIT - a rerun over a committed date, {result['rows']:,} rows (bench/bench_commit.py)", ""]
+    lines += table(["mechanism", "wall s", "cpu s", "written MB", "exposure ms", "after kill -9"], rows, "lrrrrl")
+    for name, r in result.get("s3", {}).items():
+        lines.append(f"   s3 (local moto server): {name}: {r['wall_s']:.3f} s")
+    return lines
 
 
 # -- parts -------------------------------------------------------------------------
@@ -353,6 +364,8 @@ def main() -> int:
             results.pop(f"processing {n:,}", None)
     if "parse" in parts:
         attempt("parse", results, errors, lambda: run_child("bench.bench_dag_parse", [], timeout=900))
+    if "commit" in parts:
+        attempt("commit", results, errors, lambda: run_child("bench.bench_commit", ["--s3"], timeout=900))
 
     # -- the report ----------------------------------------------------------------
     targets: dict[str, Any] = {}
@@ -378,6 +391,8 @@ def main() -> int:
         sections.append(("parse", lambda: report_parse(results["parse"], targets)))
     if len(processing_results) > 1:
         sections.append(("growth", lambda: report_growth(processing_results, targets)))
+    if "commit" in results:
+        sections.append(("commit", lambda: report_commit(results["commit"])))
     for name, build in sections:
         try:
             lines += build() + [""]

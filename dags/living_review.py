@@ -8,8 +8,11 @@ Expectations (bad rows go to quarantine with a reason), and publishes a Parquet
 snapshot partition for the run's logical date. Publishing updates the review's
 snapshot **Asset**, which triggers `living_review_digest__<review id>`.
 
-A failed source fails its own `fetch_*` task; the others still merge and publish,
-and the manifest marks the run `partial`. See `docs/operations.md`.
+`begin_run` takes the run's lease on the review and date (a second run of the same
+date stops there, naming the holder) and settles what a killed run left;
+`end_run`, a teardown, releases it. A failed source fails its own `fetch_*` task;
+the others still merge and publish, and the manifest marks the run `partial`.
+Publishing is one atomic commit. See `docs/operations.md`.
 """
 from __future__ import annotations
 
@@ -45,9 +48,10 @@ def build_pipeline(review: ReviewConfig) -> DAG:
              default_args=DEFAULT_ARGS, tags=["living-review", "pipeline"], doc_md=__doc__,
              description=review.title) as pipeline:
         review_only = {"review_id": review.id}
+        begin = PythonOperator(task_id="begin_run", python_callable=tasks.begin, op_kwargs=review_only)
         fetches = [PythonOperator(task_id=f"fetch_{source}", python_callable=tasks.fetch,
                                   op_kwargs={**review_only, "source": source}, pool=settings.pool_for(source))
-                   for source in review.sources if source != "crossref"]
+                   for source in review.sources]
         merge = PythonOperator(task_id="merge", python_callable=tasks.merge, op_kwargs=review_only,
                                trigger_rule="all_done")
         enrich = PythonOperator(task_id="enrich", python_callable=tasks.enrich, op_kwargs=review_only,
@@ -55,7 +59,8 @@ def build_pipeline(review: ReviewConfig) -> DAG:
         validate = PythonOperator(task_id="validate", python_callable=tasks.validate, op_kwargs=review_only)
         publish = PythonOperator(task_id="publish_snapshot", python_callable=tasks.publish, outlets=[asset],
                                  op_kwargs={**review_only, "asset_name": asset.name, "asset_uri": asset.uri})
-        fetches >> merge >> enrich >> validate >> publish
+        end = PythonOperator(task_id="end_run", python_callable=tasks.end, op_kwargs=review_only)
+        begin >> fetches >> merge >> enrich >> validate >> publish >> end.as_teardown(setups=begin)
     return pipeline
 
 

@@ -9,7 +9,7 @@ without a connection writes to `<data_dir>/outbox/` instead.
 
 Delivery is recorded per channel before and after each send, so a retried or
 re-run digest never sends twice. Backfilled weeks never send (see
-`include/living_review/digest_job.py`).
+`include/living_review/digest/plan.py`).
 """
 from __future__ import annotations
 

@@ -263,7 +263,7 @@ def _prepare_columns(frame: pd.DataFrame) -> None:
     import pandas as pd
     import pyarrow as pa
 
-    from include.living_review.models import CITING_WORKS_SCHEMA
+    from include.living_review.records import CITING_WORKS_SCHEMA
 
     for contract_field in CITING_WORKS_SCHEMA:
         name, kind = contract_field.name, contract_field.type

@@ -8,7 +8,7 @@ Writes ``docs/sample-digest.html`` (a digest email's HTML part, rendered by
 ``docs/img/report.png`` (the static report, full page) and ``docs/img/digest.png``;
 with ``--airflow-url`` also ``docs/img/report-in-airflow.png`` (the page inside the Airflow UI).
 
-Without ``--data-dir`` the data comes from ``tests/report/history.py``: the real
+Without ``--data-dir`` the data comes from ``tests/living_review/report/history.py``: the real
 pipeline steps run against the local fakes for four weekly runs, so the page has a
 history, a quarantined record and changes to show. Needs Debian's ``chromium``
 (``apt-get install -y chromium``). The helpers here are also what the screenshot
@@ -191,7 +191,7 @@ def pixel_stats(image: PngImage) -> tuple[float, int]:
 # -- what to shoot --------------------------------------------------------------------
 def build_sample_data(folder: Path) -> tuple[Path, Path]:
     """(data dir, config) of a four-week history built by the real pipeline steps."""
-    from tests.report.history import build_history
+    from tests.living_review.report.history import build_history
 
     history = build_history(folder)
     return history.data_dir, history.config

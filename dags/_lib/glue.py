@@ -67,11 +67,16 @@ def review(review_id: str) -> ReviewConfig:
 
 
 def run_context(review_id: str, context: dict[str, Any]) -> Any:
-    """A :class:`RunContext` from the task context: the review, the logical date, the run id."""
-    from include.living_review.pipeline import RunContext
+    """A :class:`RunContext` from the task context: the review, the run id, the run's one timestamp.
 
-    logical = context.get("logical_date") or context.get("data_interval_end") or dt.datetime.now(dt.timezone.utc)
-    return RunContext.create(review(review_id), data_dir(), logical, context["run_id"])
+    The timestamp is the logical date, or for a trigger without one the run's
+    ``run_after``: the same for every task of the run, never the task's own clock.
+    """
+    from include.living_review.run import RunContext, run_timestamp
+
+    dag_run = context.get("dag_run")
+    when = run_timestamp(context.get("logical_date"), getattr(dag_run, "run_after", None))
+    return RunContext.create(review(review_id), data_dir(), when, context["run_id"])
 
 
 def client_for(source: str) -> Any:
@@ -97,91 +102,51 @@ def _wanted_snapshot_date(context: dict[str, Any]) -> dt.date | None:
     return logical.date() if logical else None
 
 
-def _smtp_sender(message: Any) -> Any:
-    def send() -> str:
-        from airflow.providers.smtp.hooks.smtp import SmtpHook
+def _smtp_transport(message: Any) -> str:
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-        # The hook owns connection, TLS and login from `smtp_default`; its own
-        # send_email_smtp() can only send an HTML body, and the digest is
-        # multipart/alternative (text + HTML), so the prepared message goes
-        # through the hook's authenticated client.
-        from include.living_review.delivery import NotDelivered
+    from include.living_review.digest.delivery import NotDelivered
 
-        with SmtpHook(smtp_conn_id=settings.SMTP_CONN_ID) as hook:
-            try:
-                hook.get_conn()
-            except Exception as exc:  # connect/TLS/login failed: nothing was handed over yet
-                raise NotDelivered(f"cannot reach the SMTP server of {settings.SMTP_CONN_ID!r}: "
-                                   f"{type(exc).__name__}: {exc}") from exc
-            hook._smtp_client.send_message(message)
-        return f"to {message['To']}, Message-ID {message['Message-ID']}"
-    return send
+    # The hook owns connection, TLS and login from `smtp_default`; its own send_email_smtp()
+    # can only send an HTML body, and the digest is multipart/alternative (text + HTML), so
+    # the prepared message goes through the hook's authenticated client.
+    with SmtpHook(smtp_conn_id=settings.SMTP_CONN_ID) as hook:
+        try:
+            hook.get_conn()
+        except Exception as exc:  # connect/TLS/login failed: nothing was handed over yet
+            raise NotDelivered(f"cannot reach the SMTP server of {settings.SMTP_CONN_ID!r}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        hook._smtp_client.send_message(message)
+    return f"to {message['To']}, Message-ID {message['Message-ID']}"
 
 
-def _slack_sender(payload: dict[str, Any]) -> Any:
-    def send() -> str:
-        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+def _slack_transport(payload: dict[str, Any]) -> str:
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
-        # No client-side retry: a retried POST after a dropped connection could post twice
-        # behind the ledger's back. Airflow's task retry (through the ledger) retries instead.
-        SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID, retry_handlers=[]).send_dict(payload)
-        return "posted to the slack_digest webhook"
-    return send
+    # No client-side retry: a retried POST after a dropped connection could post twice
+    # behind the ledger's back. Airflow's task retry (through the ledger) retries instead.
+    SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID, retry_handlers=[]).send_dict(payload)
+    return "posted to the slack_digest webhook"
 
 
-def _slack_not_delivered(exc: BaseException) -> bool:
-    import re
+def digest_channels(conf: ReviewConfig) -> list[Any]:
+    """The review's channels on the provider hooks (the choice itself is in include/)."""
+    from include.living_review.digest.channels import channels_for
+    from include.living_review.digest.content import DEFAULT_SENDER
+    from include.living_review.storage import data_path
 
-    from include.living_review.delivery import http_error_not_delivered, http_not_delivered
-
-    # SlackWebhookHook raises AirflowException("... Status Code: 500 ...") for non-200 answers.
-    match = re.search(r"Status Code: (\d{3})", str(exc))
-    if match:
-        return http_not_delivered(int(match.group(1)))
-    return http_error_not_delivered(exc)
+    smtp = get_connection(settings.SMTP_CONN_ID)
+    sender = ((smtp.extra_dejson or {}).get("from_email") if smtp is not None else None) or DEFAULT_SENDER
+    return channels_for(conf, smtp=_smtp_transport if smtp is not None else None,
+                        slack=_slack_transport if get_connection(settings.SLACK_CONN_ID) is not None else None,
+                        outbox_dir=data_path(data_dir()) / "outbox", sender=sender)
 
 
 def send_digest(review_id: str, context: dict[str, Any]) -> dict[str, Any]:
-    """Plan the digest, deliver it once per channel, record the outcome."""
-    from include.living_review.delivery import DeliveryLedger, deliver, guard, smtp_not_delivered
-    from include.living_review.digest import DEFAULT_SENDER, build_email, write_outbox
-    from include.living_review.digest_job import plan_digest, record_result
+    from include.living_review.digest.send import send_digest as send
 
     conf = review(review_id)
-    plan = plan_digest(conf, data_dir(), _wanted_snapshot_date(context))
-    if plan.digest is None:
-        log.info("digest for %s: nothing to send (%s)", review_id, plan.reason)
-        advance = not plan.reason.startswith("batched") and plan.reason != "no published snapshot yet"
-        return record_result(plan, "skipped", {}, advance=advance)
-
-    digest = plan.digest
-    ledger = DeliveryLedger(plan.layout.ledger_file)
-    channels: dict[str, Any] = {}
-    to_outbox = False
-    if conf.digest.email:
-        smtp = get_connection(settings.SMTP_CONN_ID)
-        if smtp is not None:
-            sender = (smtp.extra_dejson or {}).get("from_email") or DEFAULT_SENDER
-            message = build_email(digest, sender=sender, recipients=list(conf.digest.email))
-            outcome = deliver(ledger, digest.idempotency_key, "email", guard(_smtp_sender(message), smtp_not_delivered))
-            channels["email"] = outcome.status
-        else:
-            to_outbox = True
-    if conf.digest.slack:
-        if get_connection(settings.SLACK_CONN_ID) is not None:
-            outcome = deliver(ledger, digest.idempotency_key, "slack",
-                              guard(_slack_sender(digest.slack_payload), _slack_not_delivered))
-            channels["slack"] = outcome.status
-        else:
-            to_outbox = True
-    if to_outbox:
-        outbox = plan.layout.outbox_dir
-        outcome = deliver(ledger, digest.idempotency_key, "outbox",
-                          lambda: ", ".join(str(p) for p in write_outbox(digest, outbox)))
-        channels["outbox"] = outcome.status
-        log.info("no SMTP/Slack connection for some channels: digest written to %s", outbox)
-    status = "sent" if all(s in ("sent", "already_sent") for s in channels.values()) else "uncertain"
-    return record_result(plan, status, channels, advance=True)
+    return send(conf, data_dir(), _wanted_snapshot_date(context), digest_channels(conf))
 
 
 def alert_on_failure(context: dict[str, Any]) -> None:

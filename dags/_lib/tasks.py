@@ -4,39 +4,56 @@ Module-level functions run by plain ``PythonOperator``s rather than ``@task``-de
 closures: a decorated task inspects its function's signature and walks two more
 operator classes when it is built, which with 200 reviews was a third of the DAG
 folder's parse time. What runs is the same: the return value is the task's XCom.
+Every pipeline task first renews the run's lease (``ctx.hold``), so a second run of
+the same review and date stops at its first task, naming the holder.
 """
 from __future__ import annotations
 
 from typing import Any
 
 
+def begin(review_id: str, **context: Any) -> dict[str, Any]:
+    from dags._lib import glue
+    from include.living_review.pipeline import begin_run
+
+    return begin_run(glue.run_context(review_id, context))
+
+
 def fetch(review_id: str, source: str, **context: Any) -> dict[str, Any]:
     from dags._lib import glue
     from include.living_review.pipeline import fetch_source
 
-    return fetch_source(glue.run_context(review_id, context), source, glue.client_for(source))
+    ctx = glue.run_context(review_id, context)
+    ctx.hold(f"fetch_{source}")
+    return fetch_source(ctx, source, glue.client_for(source))
 
 
 def merge(review_id: str, **context: Any) -> dict[str, Any]:
     from dags._lib import glue
     from include.living_review.pipeline import merge_sources
 
-    return merge_sources(glue.run_context(review_id, context))
+    ctx = glue.run_context(review_id, context)
+    ctx.hold("merge")
+    return merge_sources(ctx)
 
 
 def enrich(review_id: str, **context: Any) -> dict[str, Any]:
     from dags._lib import glue
     from include.living_review.pipeline import enrich_metadata
 
-    client = glue.client_for("crossref") if "crossref" in glue.review(review_id).sources else None
-    return enrich_metadata(glue.run_context(review_id, context), client)
+    ctx = glue.run_context(review_id, context)
+    ctx.hold("enrich")
+    client = glue.client_for("crossref") if "crossref" in ctx.review.enrich else None
+    return enrich_metadata(ctx, client)
 
 
 def validate(review_id: str, **context: Any) -> dict[str, Any]:
     from dags._lib import glue
     from include.living_review import pipeline
 
-    return pipeline.validate(glue.run_context(review_id, context))
+    ctx = glue.run_context(review_id, context)
+    ctx.hold("validate")
+    return pipeline.validate(ctx)
 
 
 def publish(review_id: str, asset_name: str, asset_uri: str, **context: Any) -> dict[str, Any]:
@@ -49,6 +66,13 @@ def publish(review_id: str, asset_name: str, asset_uri: str, **context: Any) -> 
     # The snapshot Asset's event carries the summary to the digest DAG it triggers.
     context["outlet_events"][Asset(name=asset_name, uri=asset_uri)].extra = summary
     return summary
+
+
+def end(review_id: str, **context: Any) -> dict[str, Any]:
+    from dags._lib import glue
+    from include.living_review.pipeline import end_run
+
+    return end_run(glue.run_context(review_id, context))
 
 
 def send_digest(review_id: str, **context: Any) -> dict[str, Any]:

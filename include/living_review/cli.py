@@ -12,7 +12,8 @@ from pathlib import Path
 
 from include.living_review import settings
 from include.living_review.config import ConfigError, load_config
-from include.living_review.storage import Layout, published_dates, read_json
+from include.living_review.digest.send import digest_status, status_line
+from include.living_review.storage import Layout, committed_manifest, published_dates, read_json
 
 SOURCE_LABELS = settings.SOURCE_LABELS
 
@@ -32,12 +33,12 @@ def check_config(_: argparse.Namespace) -> int:
 def summary_lines(review_id: str, snapshot_date: dt.date, data_dir: str | Path) -> list[str]:
     """A short human summary of one run, read from its published manifest."""
     layout = Layout.of(data_dir, review_id, snapshot_date)
-    manifest = read_json(layout.manifest_file)
+    manifest = committed_manifest(layout)
     if not manifest:
         dates = published_dates(data_dir, review_id)
         last = dates[-1].isoformat() if dates else "none"
         lines = [f"{review_id}: nothing published for {snapshot_date} (last good snapshot: {last})"]
-        for staged in sorted(layout.staging_dir.glob("source=*.json")):
+        for staged in sorted(layout.staging_root.glob("run=*/source=*.json")):
             stats = read_json(staged, {})
             lines.append(f"  {_source_line(stats)}")
         return lines
@@ -51,9 +52,7 @@ def summary_lines(review_id: str, snapshot_date: dt.date, data_dir: str | Path) 
     lines.append(f"  snapshot   {manifest['paths']['snapshot']}")
     if manifest["paths"].get("data_docs"):
         lines.append(f"  data docs  {manifest['paths']['data_docs']}")
-    digest = manifest.get("digest", {})
-    lines.append(f"  digest     {digest.get('status', 'pending')}"
-                 + "".join(f"; {k}: {v}" for k, v in sorted(digest.get('channels', {}).items())))
+    lines.append(f"  digest     {status_line(digest_status(layout))}")
     return lines
 
 
@@ -108,13 +107,13 @@ def quarantine(args: argparse.Namespace) -> int:
         print(f"no quarantine under {root}")
         return 0
     for review_dir in sorted(root.glob("review_id=*")):
-        partitions = sorted(review_dir.glob("snapshot_date=*/rejected.parquet"))
-        if not partitions:
+        review_id = review_dir.name.split("=", 1)[1]
+        dates = published_dates(settings.data_dir(), review_id)  # committed runs only
+        if not dates:
             continue
-        latest = partitions[-1]
+        latest = Layout.of(settings.data_dir(), review_id, dates[-1]).quarantine_file
         table = pq.read_table(latest)
-        print(f"{review_dir.name.split('=', 1)[1]} ({latest.parent.name.split('=', 1)[1]}): "
-              f"{table.num_rows} record(s) in quarantine")
+        print(f"{review_id} ({dates[-1]}): {table.num_rows} record(s) in quarantine")
         for row in table.to_pylist():
             print(f"  {row['work_id'] or '(no id)'} [{row['source']}] {row['reason']}")
             if args.verbose and row["raw_payload"]:

@@ -15,10 +15,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from include.living_review import settings
-from include.living_review.ids import DOI_RE, PMCID_RE, PMID_RE, normalize_doi, normalize_pmcid
+from include.living_review.records.ids import DOI_RE, PMCID_RE, PMID_RE, normalize_doi, normalize_pmcid
 
-SourceName = Literal["pubmed", "europepmc", "openalex", "crossref", "opencitations", "semanticscholar"]
-ALL_SOURCES: tuple[str, ...] = ("pubmed", "europepmc", "openalex", "opencitations", "semanticscholar", "crossref")
+SourceName = Literal["pubmed", "europepmc", "openalex", "opencitations", "semanticscholar"]
+EnricherName = Literal["crossref"]
+ALL_SOURCES: tuple[str, ...] = ("pubmed", "europepmc", "openalex", "opencitations", "semanticscholar")
+ALL_ENRICHERS: tuple[str, ...] = ("crossref",)
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 _FIXES = {
@@ -26,7 +28,8 @@ _FIXES = {
     "doi": "write the bare DOI, e.g. 10.2196/15572",
     "pmid": "write the PubMed id as digits in quotes, e.g. \"32357127\"",
     "pmcid": "write PMC followed by digits, e.g. PMC7312261",
-    "sources": f"choose from {', '.join(ALL_SOURCES)}",
+    "sources": f"choose from {', '.join(ALL_SOURCES)} (Crossref goes under 'enrich')",
+    "enrich": f"choose from {', '.join(ALL_ENRICHERS)}",
     "schedule": "use a cron preset such as @weekly or a cron expression",
     "frequency": "use 'every_run', 'daily' or 'weekly'",
 }
@@ -62,6 +65,8 @@ class ReviewConfig(BaseModel):
     pmcid: str | None = None
     schedule: str = "@weekly"
     sources: list[SourceName] = Field(default_factory=lambda: ["pubmed"], min_length=1)
+    # Services that add metadata to works the sources found, but list no citations of their own.
+    enrich: list[EnricherName] = Field(default_factory=list)
     scope_keywords: list[str] = Field(default_factory=list)
     # The review's own abstract: the scope its citing works are scored against.
     abstract: str | None = None
@@ -104,7 +109,20 @@ class ReviewConfig(BaseModel):
             raise ValueError(f"{value!r} is not a PMC id")
         return pmcid
 
-    @field_validator("sources")
+    @model_validator(mode="before")
+    @classmethod
+    def _crossref_enriches(cls, data: object) -> object:
+        """``sources: [..., crossref]`` (the older spelling) means ``enrich: [crossref]``."""
+        if isinstance(data, dict) and isinstance(data.get("sources"), list) and \
+                any(s in ALL_ENRICHERS for s in data["sources"]):
+            data = dict(data)
+            moved = [s for s in data["sources"] if s in ALL_ENRICHERS]
+            data["sources"] = [s for s in data["sources"] if s not in ALL_ENRICHERS]
+            enrich = data.get("enrich") if isinstance(data.get("enrich"), list) else []
+            data["enrich"] = [*enrich, *moved]
+        return data
+
+    @field_validator("sources", "enrich")
     @classmethod
     def _unique_sources(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))

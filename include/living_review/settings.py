@@ -128,5 +128,11 @@ def pool_for(source: str) -> str:
 
 # Airflow task retries on top of the HTTP layer's own retries. The delay is an env
 # tunable so the test suite can retry in seconds instead of minutes.
+# The run lease (include/living_review/storage/locks.py): a run's tasks renew it; a lease
+# not renewed for this long belongs to a dead run and may be taken over. Longer than the
+# longest task (execution_timeout, 2 hours) so a slow fetch never loses it.
+RUN_LEASE_TTL_SECONDS = float(os.environ.get("LIVING_REVIEW_RUN_LEASE_TTL_SECONDS", str(3 * 3600)))
+# Keep a committed run's staging folder instead of removing it in end_run (for debugging).
+KEEP_STAGING = os.environ.get("LIVING_REVIEW_KEEP_STAGING", "").lower() in ("1", "true", "yes")
 TASK_RETRIES = int(os.environ.get("LIVING_REVIEW_TASK_RETRIES", "2"))
 TASK_RETRY_DELAY_SECONDS = float(os.environ.get("LIVING_REVIEW_RETRY_DELAY_SECONDS", "300"))

@@ -22,8 +22,8 @@ from data_quality.validate import (
     systemic_failure,
     validate_works,
 )
-from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_pmid
-from include.living_review.models import CITING_WORKS_SCHEMA
+from include.living_review.records.ids import normalize_doi, normalize_pmcid, normalize_pmid
+from include.living_review.records import CITING_WORKS_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_DATE = dt.date(2025, 6, 1)

@@ -68,6 +68,7 @@ def new_paper() -> Paper:
 class Built:
     data_dir: Path
     manifests: list[tuple[str, dict[str, Any]]]  # (when, manifest.json as read then)
+    digests: list[tuple[str, dict[str, Any]]]  # (when, digest.json as read then)
     dropped_doi: str
 
     def layout(self, day: dt.date) -> Layout:
@@ -88,11 +89,15 @@ def built(tmp_path_factory, airflow_db) -> Built:
         if paper.doi == RETITLED_DOI:
             week2[i] = dataclasses.replace(paper, title=RETITLED)
     manifests: list[tuple[str, dict[str, Any]]] = []
+    digests: list[tuple[str, dict[str, Any]]] = []
     runner = DagRunner(data_dir)
 
     def record(when: str, day: dt.date) -> None:
-        path = Layout.of(data_dir, REVIEW_ID, day).manifest_file
-        manifests.append((when, json.loads(path.read_text(encoding="utf-8"))))
+        from include.living_review.digest import digest_status
+
+        layout = Layout.of(data_dir, REVIEW_ID, day)
+        manifests.append((when, json.loads(layout.manifest_file.read_text(encoding="utf-8"))))
+        digests.append((when, digest_status(layout)))
 
     # Some fakes (Semantic Scholar, OpenCitations) keep the list they were built with,
     # so the corpus changes in place rather than through LocalStack.set_papers().
@@ -114,7 +119,7 @@ def built(tmp_path_factory, airflow_db) -> Built:
             runner.run(DIGEST, day)
             record(f"digest {day}", day)
         assert len(stack.smtp.messages) == 2  # the baseline and one with the new paper
-    return Built(data_dir, manifests, dropped.doi)
+    return Built(data_dir, manifests, digests, dropped.doi)
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -142,10 +147,10 @@ def run_block(doc: str, name: str, code: str, data_dir: Path) -> dict[str, Any]:
     return namespace
 
 
-def load_schema() -> dict[str, Any]:
+def load_schema(name: str = "manifest.schema.json") -> dict[str, Any]:
     import jsonschema
 
-    schema = json.loads((DOCS / "manifest.schema.json").read_text(encoding="utf-8"))
+    schema = json.loads((DOCS / name).read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator.check_schema(schema)
     return schema
 
@@ -168,11 +173,16 @@ def test_every_manifest_validates_against_the_schema(built):
     assert [when.split()[0] for when, _ in built.manifests] == ["pipeline", "digest"] * 2
     for when, manifest in built.manifests:
         assert schema_errors(manifest, schema) == [], when
-    statuses = [m["digest"]["status"] for _, m in built.manifests]
-    assert statuses == ["pending", "sent", "pending", "sent"]
-    # the top level is closed and complete: every key written is documented, and all but
-    # `latency` (written once a non-baseline digest is sent) are required
-    assert set(schema["required"]) | {"latency"} == set(schema["properties"]) == set(built.manifest(WEEK2))
+    # the manifest is the commit record: the digest never rewrites it
+    assert built.manifests[0][1] == built.manifests[1][1] and built.manifests[2][1] == built.manifests[3][1]
+    # what the digest did is in digest.json, with its own schema
+    assert [d["status"] for _, d in built.digests] == ["pending", "sent", "pending", "sent"]
+    digest_schema = load_schema("digest.schema.json")
+    for when, digest in built.digests[1::2]:
+        assert schema_errors(digest, digest_schema) == [], when
+    assert "latency" in built.digests[3][1] and "latency" not in built.digests[1][1]  # not for the baseline
+    # the top level is closed and complete: every key written is documented and required
+    assert set(schema["required"]) == set(schema["properties"]) == set(built.manifest(WEEK2))
     assert schema["additionalProperties"] is False
 
 
@@ -194,7 +204,9 @@ def test_manifests_hold_the_audit_trail(built):
 SCHEMA_DRIFT = {
     "unknown top-level key": lambda m: m.update(run_by="someone"),
     "missing counts": lambda m: m.pop("counts"),
-    "wrong manifest version": lambda m: m.update(manifest_version="2.0"),
+    "wrong manifest version": lambda m: m.update(manifest_version="1.0"),
+    "an event file outside the log's naming": lambda m: m["event_files"].append("events.parquet"),
+    "a file without its checksum": lambda m: m["files"]["snapshot"].pop("sha256"),
     "unknown source status": lambda m: m["sources"]["pubmed"].update(status="partial"),
     "unknown source": lambda m: m["sources"].update(scopus={"status": "ok", "reason": None}),
     "ok source without its stats": lambda m: m["sources"]["pubmed"].pop("listed"),
@@ -206,8 +218,6 @@ SCHEMA_DRIFT = {
     "extra PRISMA count": lambda m: m["counts"].update(screened=3),
     "negative count": lambda m: m["counts"].update(new=-1),
     "unknown change kind": lambda m: m["changes"].update(removed=0),
-    "unknown digest status": lambda m: m["digest"].update(status="bounced"),
-    "sent digest without channels": lambda m: m["digest"].pop("channels"),
     "expectation without severity": lambda m: m["data_quality"]["expectations"][0].pop("severity"),
     "snapshot path outside the layout": lambda m: m["paths"].update(snapshot="/tmp/works.parquet"),
 }
@@ -220,11 +230,26 @@ def test_schema_catches_drift(built, drift):
     assert schema_errors(manifest, load_schema()), f"the schema accepts: {drift}"
 
 
+DIGEST_DRIFT = {
+    "unknown digest status": lambda d: d.update(status="bounced"),
+    "digest without channels": lambda d: d.pop("channels"),
+    "unknown channel": lambda d: d["channels"].update(pager={"status": "sent"}),
+    "unknown channel status": lambda d: d["channels"]["email"].update(status="already_sent"),
+}
+
+
+@pytest.mark.parametrize("drift", sorted(DIGEST_DRIFT))
+def test_digest_schema_catches_drift(built, drift):
+    digest = copy.deepcopy(built.digests[-1][1])
+    DIGEST_DRIFT[drift](digest)
+    assert schema_errors(digest, load_schema("digest.schema.json")), f"the schema accepts: {drift}"
+
+
 def test_schema_accepts_skipped_failed_and_unfinished_sources(tmp_path):
     """The failure paths the DAG runs above do not take, through the real pipeline functions."""
     from include.living_review import pipeline
     from include.living_review.config import ReviewConfig
-    from include.living_review.models import Work
+    from include.living_review.records import Work
     from include.living_review.sources.base import SourceResult, SourceSkipped
 
     class Listing:
@@ -262,7 +287,10 @@ def test_schema_accepts_skipped_failed_and_unfinished_sources(tmp_path):
     assert manifest["sources"]["openalex"]["status"] == "skipped"
     assert manifest["sources"]["europepmc"]["status"] == "failed"
     assert set(manifest["sources"]["semanticscholar"]) == {"status", "reason"}
-    assert manifest["enrichment"]["status"] == "skipped" and manifest["digest"] == {"status": "pending"}
+    assert manifest["enrichment"]["status"] == "skipped"
+    from include.living_review.digest import digest_status
+
+    assert digest_status(ctx.layout) == {"status": "pending"}
 
 
 # -- analysts.md -------------------------------------------------------------------------
@@ -422,8 +450,9 @@ def test_audit_trail_jq_recipes(built):
 # -- data-dictionary.md ----------------------------------------------------------------
 
 def test_data_dictionary_names_every_column_and_manifest_key(built):
-    from include.living_review.models import CITING_WORKS_SCHEMA, QUARANTINE_SCHEMA
-    from include.living_review.pipeline import CHANGE_KINDS, CHANGES_SCHEMA, COVERAGE_SCHEMA, TRACKED_FIELDS
+    from include.living_review.records import CITING_WORKS_SCHEMA, QUARANTINE_SCHEMA
+    from include.living_review.records import CHANGES_SCHEMA, COVERAGE_SCHEMA
+    from include.living_review.snapshot.changes import CHANGE_KINDS, TRACKED_FIELDS
 
     text = (DOCS / "data-dictionary.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"`([^`\s]+)`", text))
@@ -438,7 +467,8 @@ def test_data_dictionary_names_every_column_and_manifest_key(built):
     for table, names in wanted.items():
         assert names <= documented, f"data-dictionary.md does not mention {table}: {sorted(names - documented)}"
     for name in ("citing_works.parquet", "rejected.parquet", "changes.parquet", "coverage.parquet",
-                 "manifest.json", "ledger.json", "state.json", "staging/"):
+                 "manifest.json", "ledger.json", "digest.json", "events-<commit>.parquet", ".commit.json",
+                 "staging/"):
         assert name in text, name
     # each snapshot column has its own row in the citing_works table
     for name in CITING_WORKS_SCHEMA.names:
@@ -457,3 +487,15 @@ def _type_word(arrow_type: Any) -> str:
         return "timestamp[us, UTC]"
     return {"string": "string", "bool": "bool", "int32": "int32", "date32[day]": "date32",
             "float": "float32"}[str(arrow_type)]
+
+
+def test_data_dictionary_event_log_example_reads_each_event_once(built):
+    """The documented way to read the event log gives every committed event once."""
+    blocks = python_blocks("data-dictionary.md")
+    events = run_block("data-dictionary.md", "events-read", blocks["events-read"], built.data_dir)["events"]
+    appended = [built.manifest(day)["events"] for day in (WEEK1, WEEK2)]
+    assert len(events) == sum(sum(counts.values()) for counts in appended) > 0
+    assert not events["event_id"].duplicated().any()
+    week2 = events[events["run_timestamp"].dt.date == WEEK2]
+    assert sorted(week2["kind"]) == sorted(k for k, n in appended[1].items() for _ in range(n))
+    assert {"added", "updated", "no_longer_reported"} <= set(week2["kind"])

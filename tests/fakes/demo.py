@@ -101,7 +101,7 @@ def main() -> int:
     config.write_text(yaml.safe_dump({"reviews": [{
         "id": "peer-support-mental-health", "title": REVIEW["title"], "doi": REVIEW["doi"],
         "pmid": REVIEW["pmid"], "pmcid": REVIEW["pmcid"],
-        "sources": ["pubmed", "europepmc", "openalex", "opencitations", "semanticscholar", "crossref"],
+        "sources": ["pubmed", "europepmc", "openalex", "opencitations", "semanticscholar"], "enrich": ["crossref"],
         "digest": {"email": ["maintainer@example.org"], "slack": True}}]}, sort_keys=False))
     day = dt.datetime.now(dt.timezone.utc).date()
     last_week = day - dt.timedelta(days=7)

@@ -14,12 +14,14 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from include.living_review.storage import Layout
 from include.living_review import pipeline
 from include.living_review.config import ReviewConfig
 from include.living_review.connections import client_settings
-from include.living_review.digest_job import plan_digest, record_result
+from include.living_review.digest.send import send_digest
 from include.living_review.sources import build_client
 from include.living_review.sources.base import SourceSkipped  # noqa: F401 - documents the skip path
+from tests.fakes.channels import RecordingChannel
 from tests.fakes.corpus import REVIEW, Paper, seed_corpus
 from tests.fakes.stack import DEMO_API_KEY, FAKES, LocalStack
 
@@ -70,12 +72,12 @@ def test_retraction_correction_and_published_preprint(tmp_path):
     conf = review()
     with LocalStack(papers + [copy.deepcopy(PREPRINT)], sources=tuple(SOURCES), smtp=False, slack=False) as stack:
         # -- week 1: the baseline, announced ------------------------------------------
+        email = RecordingChannel("email")
         run_week(conf, tmp_path, WEEK1, stack)
-        plan = plan_digest(conf, str(tmp_path), WEEK1, today=TODAY)
-        assert plan.digest is not None and plan.digest.baseline
-        record_result(plan, "sent", {"email": "sent"}, advance=True)
+        send_digest(conf, tmp_path, WEEK1, [email], today=TODAY)
+        assert len(email.sent) == 1 and email.sent[0].baseline
         week1 = {r["doi"]: r for r in pq.read_table(
-            pipeline.Layout.of(tmp_path, conf.id, WEEK1).snapshot_file).to_pylist()}
+            Layout.of(tmp_path, conf.id, WEEK1).snapshot_file).to_pylist()}
         preprint_id = week1[PREPRINT.doi]["work_id"]
         assert preprint_id == f"doi:{PREPRINT.doi}"
         assert [v["kind"] for v in week1[PREPRINT.doi]["versions"]] == ["preprint"]
@@ -86,7 +88,7 @@ def test_retraction_correction_and_published_preprint(tmp_path):
         stack.set_papers(stack.papers + [copy.deepcopy(PUBLISHED), copy.deepcopy(NEW)])
         run_week(conf, tmp_path, WEEK2, stack)
 
-    layout = pipeline.Layout.of(tmp_path, conf.id, WEEK2)
+    layout = Layout.of(tmp_path, conf.id, WEEK2)
     rows = {r["work_id"]: r for r in pq.read_table(layout.snapshot_file).to_pylist()}
     # the preprint and its journal version are one work, and its id did not change
     merged = rows[preprint_id]
@@ -107,9 +109,10 @@ def test_retraction_correction_and_published_preprint(tmp_path):
     manifest = json.loads(layout.manifest_file.read_text())
     assert manifest["changes"]["retracted"] == 1 and manifest["changes"]["preprint_published"] == 1
 
-    plan = plan_digest(conf, str(tmp_path), WEEK2, today=TODAY)
-    digest = plan.digest
-    assert digest is not None and not digest.baseline
+    send_digest(conf, tmp_path, WEEK2, [email], today=TODAY)
+    assert len(email.sent) == 2
+    digest = email.sent[1]
+    assert not digest.baseline
     assert "1 new citing paper" in digest.subject and "1 retracted" in digest.subject
     html = digest.html
     assert html.index("announced in the digest of") < html.index("New citing papers")

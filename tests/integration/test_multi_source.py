@@ -17,7 +17,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from include.living_review.ids import normalize_doi
+from include.living_review.records.ids import normalize_doi
 from include.living_review.storage import Layout
 from tests.fakes.corpus import REVIEW
 from tests.fakes.demo import demo_corpus

@@ -14,13 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from include.living_review import pipeline, settings
-from include.living_review.delivery import DeliveryLedger
+from include.living_review.digest.delivery import DeliveryLedger
 from include.living_review.digest import write_outbox
-from include.living_review.digest_job import plan_digest, record_result
+from include.living_review.digest.channels import OutboxChannel
+from include.living_review.digest.send import digest_status, send_digest
 from include.living_review.storage import Layout, is_remote, published_dates
 from include.living_review.sources.pubmed import PubMedClient
 from tests.fakes.corpus import seed_corpus
-from tests.living_review.test_changes_and_digest_window import review, untitled
+from tests.living_review.digest.test_plan import review, untitled
 
 moto_server = pytest.importorskip("moto.server")
 s3fs = pytest.importorskip("s3fs")
@@ -121,16 +122,16 @@ def test_pipeline_and_digest_on_an_object_store(s3_data_dir, s3_server, eutils):
     again = run(conf, data_dir, WEEK2, eutils.url)
     assert again["works"] == 21 and published_dates(data_dir, conf.id) == [WEEK1, WEEK2]
 
-    plan = plan_digest(conf, data_dir, WEEK2, today=TODAY)
-    assert plan.reason == "ready" and plan.digest is not None
-    assert plan.digest.item_count == 21  # the first digest is a baseline of every work
-    written = write_outbox(plan.digest, plan.layout.outbox_dir)
-    assert [p.name.rsplit(".", 1)[-1] for p in written] == ["eml", "json"]
-    assert all(fs.isfile(p.path) for p in written) and str(written[0]).startswith(f"{s3_data_dir}/outbox/")
-    assert write_outbox(plan.digest, plan.layout.outbox_dir) == written  # once: a rerun leaves them
-    record_result(plan, "sent", {"email": "sent"}, advance=True)
-    assert json.loads(layout2.manifest_file.read_text())["digest"]["status"] == "sent"
-    assert plan_digest(conf, data_dir, WEEK2, today=TODAY).reason.startswith("already announced")
+    outbox = OutboxChannel(layout2.outbox_dir)
+    section = send_digest(conf, data_dir, WEEK2, [outbox], today=TODAY)
+    assert section["channels"]["outbox"]["status"] == "sent"
+    assert section["channels"]["outbox"]["events"] == 21  # the first digest is a baseline of every work
+    written = [p for p in fs.find(f"{prefix}/outbox") if p.endswith((".eml", ".json"))]
+    assert sorted(p.rsplit(".", 1)[-1] for p in written) == ["eml", "json"]
+    assert digest_status(layout2)["status"] == "sent"
+    again = send_digest(conf, data_dir, WEEK2, [outbox], today=TODAY)  # once: a rerun sends nothing
+    assert again["channels"]["outbox"]["status"] == "sent" and not again["channels"]["outbox"]["by_this_attempt"]
+    assert sorted(p for p in fs.find(f"{prefix}/outbox") if p.endswith((".eml", ".json"))) == sorted(written)
 
     ledger = DeliveryLedger(layout2.ledger_file)
     assert ledger.claim("key-1", "email") is None
@@ -172,29 +173,30 @@ def test_analysts_read_the_snapshots_from_s3(s3_data_dir, s3_server, eutils):
 
 
 def test_a_failed_upload_puts_the_partition_back(s3_data_dir, monkeypatch):
-    """publish_files on S3: an upload that fails restores what it replaced and removes what it added."""
-    from include.living_review.storage import StorageError, data_path, json_file, publish_files, read_json
-    from include.living_review.storage import write_json_atomic
+    """The commit on S3: a copy into place that fails restores what it replaced and removes what it added."""
+    from include.living_review.storage import StorageError, commit_run, read_json, write_json_atomic
 
-    root = data_path(s3_data_dir)
-    kept, added, failing = root / "t" / "kept.json", root / "t" / "added.json", root / "t" / "failing.json"
+    layout = Layout.of(s3_data_dir, "r", "2026-03-02")
+    staging = layout.staging("manual__1")
+    kept, added, failing = layout.manifest_file, layout.changes_file, layout.snapshot_file
     write_json_atomic({"v": 1}, kept)
     fs = kept.fs
-    assert failing.fs is fs  # fsspec caches one filesystem per set of options
-    real_put = fs.put_file
+    real_copy = fs.copy
 
-    def put_file(lpath, rpath, **kwargs):
-        if rpath.endswith("failing.json"):
+    def copy(path1, path2, **kwargs):
+        if str(path2).endswith("citing_works.parquet"):
             raise PermissionError(13, "Access Denied")
-        return real_put(lpath, rpath, **kwargs)
+        return real_copy(path1, path2, **kwargs)
 
-    monkeypatch.setattr(fs, "put_file", put_file)
-    with pytest.raises(StorageError, match="could not publish .*failing.json"):
-        publish_files([(kept, json_file({"v": 2})), (added, json_file({"v": 2})), (failing, json_file({}))])
+    monkeypatch.setattr(fs, "copy", copy)
+    with pytest.raises(StorageError, match="could not publish"):
+        commit_run(layout, staging, [("changes", added, b"new"), ("snapshot", failing, b"new")], {"run_id": "manual__1"},
+               commit_id="c1")
     fs.invalidate_cache()
-    assert read_json(kept) == {"v": 1}
-    assert not added.exists() and not failing.exists()
-    assert [p.name for p in (root / "t").iterdir()] == ["kept.json"]  # no backup left behind
+    assert read_json(kept) == {"v": 1}  # the previous commit record is untouched
+    assert not added.exists() and not failing.exists() and not layout.journal_file.exists()
+    leftovers = [p for p in fs.find(s3_data_dir.removeprefix("s3://")) if p.rsplit("/", 1)[-1].startswith(".")]
+    assert leftovers == []  # no backup or staged copy left behind
 
 
 def test_the_dag_layer_opens_the_bucket_with_the_aws_connection(s3_server, monkeypatch, eutils):

@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from include.living_review.digest.send import digest_status
 from include.living_review.storage import Layout
 from tests.fakes.corpus import REVIEW, Paper, seed_corpus
 from tests.fakes.stack import LocalStack
@@ -62,8 +63,8 @@ def test_pubmed_end_to_end(stack, runner):
 
     # -- week 1: the baseline --------------------------------------------------------
     run = runner.run(PIPELINE, WEEK1)
-    assert runner.task_states(run) == {t: "success" for t in ("fetch_pubmed", "merge", "enrich", "validate",
-                                                              "publish_snapshot")}
+    assert runner.task_states(run) == {t: "success" for t in ("begin_run", "fetch_pubmed", "merge", "enrich", "validate",
+                                                              "publish_snapshot", "end_run")}
     layout = Layout.of(runner.data_dir, "peer-support-mental-health", WEEK1)
     works = snapshot(runner, WEEK1)
     seeds = seed_corpus()
@@ -99,7 +100,7 @@ def test_pubmed_end_to_end(stack, runner):
     html = email.get_body(("html",)).get_content()
     assert "Mental health literacy among older adults in Shanghai" in html
     assert email.get_body(("plain",)).get_content().count("https://doi.org/") >= 1
-    assert json.loads(layout.manifest_file.read_text())["digest"]["status"] == "sent"
+    assert digest_status(layout)["status"] == "sent"
 
     # -- the same week again: same snapshot, no second digest -----------------------
     before = pq.read_table(layout.snapshot_file)

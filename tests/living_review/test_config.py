@@ -77,3 +77,21 @@ def test_missing_file_names_the_env_var(tmp_path):
 def test_env_override(tmp_path, monkeypatch):
     monkeypatch.setenv("LIVING_REVIEW_CONFIG", str(write(tmp_path, "reviews:" + GOOD.replace("peer-support", "other"))))
     assert [r.id for r in load_config().reviews] == ["other-mental-health"]
+
+
+@pytest.mark.parametrize(("spelling", "sources", "enrich"), [
+    ("sources: [pubmed, europepmc, crossref]", ["pubmed", "europepmc"], ["crossref"]),
+    ("sources: [pubmed, crossref]\n    enrich: [crossref]", ["pubmed"], ["crossref"]),
+    ("sources: [pubmed]\n    enrich: [crossref]", ["pubmed"], ["crossref"]),
+    ("sources: [pubmed]", ["pubmed"], []),
+])
+def test_crossref_is_an_enricher_and_the_older_spelling_still_loads(tmp_path, spelling, sources, enrich):
+    (review,) = load_config(write(tmp_path, "reviews:" + GOOD + f"    {spelling}\n")).reviews
+    assert review.sources == sources and review.enrich == enrich
+
+
+def test_an_unknown_enricher_names_the_choices(tmp_path):
+    loaded = load_config(write(tmp_path, "reviews:" + GOOD.replace(
+        'pmcid: "7312261"', 'pmcid: "7312261"\n    enrich: [scopus]') ))
+    (issue,) = loaded.issues
+    assert "enrich" in issue.field and "crossref" in str(issue)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.report.history import History, shared_history
+from tests.living_review.report.history import History, shared_history
 
 
 @pytest.fixture(scope="session")

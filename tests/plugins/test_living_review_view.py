@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.report.history import REVIEW_ID, History
-from tests.report.pagedata import page_numbers
+from tests.living_review.report.history import REVIEW_ID, History
+from tests.living_review.report.pagedata import page_numbers
 
 # FastAPI's TestClient still wraps httpx; the warning is about that, not about this plugin.
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")

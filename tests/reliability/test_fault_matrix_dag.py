@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from include.living_review import settings
-from include.living_review.http import HttpClient
-from include.living_review.ids import work_id_for
+from include.living_review.sources.http import HttpClient
+from include.living_review.records.ids import work_id_for
 from include.living_review.sources.europepmc import EuropePmcClient
 from include.living_review.sources.openalex import OpenAlexClient
 from include.living_review.sources.pubmed import PubMedClient
@@ -58,12 +58,13 @@ def _week(scenario: Scenario, day: dt.date) -> dict[str, Any]:
             "manifest": scenario.manifest(day),
             "rows": pq.read_table(scenario.layout(day).snapshot_file).to_pylist(),
             "requests": {s: list(f.requests) for s, f in scenario.stack.fakes.items()},
-            "staged": sorted(p.name for p in scenario.layout(day).staging_dir.iterdir())}
+            "staged": sorted(p.name for p in scenario.layout(day).staging_root.glob("run=*/*"))}
 
 
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory, module_mp, airflow_db) -> dict[str, Any]:
     mp = module_mp
+    mp.setattr(settings, "KEEP_STAGING", True)  # what each source staged is asserted after the run
     for source in settings.RATE_LIMITS:
         mp.setitem(settings.RATE_LIMITS, source, (1000.0, 1000.0))
     mp.setitem(PubMedClient.__init__.__kwdefaults__, "batch_size", PAGE)

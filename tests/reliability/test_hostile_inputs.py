@@ -25,9 +25,9 @@ import pytest
 
 from include.living_review import settings
 from include.living_review.config import ReviewConfig
-from include.living_review.http import HttpClient, RetryPolicy, SourceError, parse_json
-from include.living_review.ids import normalize_doi
-from include.living_review.normalize import clean_title
+from include.living_review.sources.http import HttpClient, RetryPolicy, SourceError, parse_json
+from include.living_review.records.ids import normalize_doi
+from include.living_review.records.normalize import clean_title
 from include.living_review.pipeline import RunContext, fetch_source
 from include.living_review.sources.base import KnownWorks
 from include.living_review.sources.crossref import from_crossref

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from include.living_review.ids import (DOI_RE, OPENALEX_RE, PMCID_RE, PMID_RE, normalize_doi, normalize_openalex_id,
+from include.living_review.records.ids import (DOI_RE, OPENALEX_RE, PMCID_RE, PMID_RE, normalize_doi, normalize_openalex_id,
                                        normalize_pmcid, normalize_pmid, work_id_for)
-from include.living_review.normalize import clean_text, clean_title
+from include.living_review.records.normalize import clean_text, clean_title
 
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NORMALIZERS = {"doi": normalize_doi, "pmid": normalize_pmid, "pmcid": normalize_pmcid,

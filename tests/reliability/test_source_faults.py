@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from include.living_review.config import ReviewConfig
-from include.living_review.http import (BodyError, HttpClient, RetryableError, RetryPolicy, SourceError,
+from include.living_review.sources.http import (BodyError, HttpClient, RetryableError, RetryPolicy, SourceError,
                                         parse_json)
 from include.living_review.pipeline import RunContext, SourceFailed, fetch_source
 from include.living_review.sources.base import KnownWorks
@@ -307,7 +307,7 @@ def _review_context(tmp_path) -> RunContext:
 def test_a_page_failing_mid_walk_is_never_half_staged(tmp_path):
     """Row 4: page 1 parsed fine, page 2 truncated for good -> the source fails and stages nothing."""
     ctx = _review_context(tmp_path)
-    staged = ctx.staged("source=europepmc.parquet")
+    staged = ctx.staging.source_records('europepmc')
     staged.parent.mkdir(parents=True)
     staged.write_bytes(b"left over from an earlier attempt")
     with FakeEuropePmc(seed_corpus()) as fake:
@@ -319,7 +319,7 @@ def test_a_page_failing_mid_walk_is_never_half_staged(tmp_path):
             fetch_source(ctx, "europepmc", client)
         served_first_page = fake.requests_to("/search")[0].param("cursorMark") == "*"
     assert served_first_page and not staged.exists()
-    stats = read_json(ctx.staged("source=europepmc.json"))
+    stats = read_json(ctx.staging.source_stats('europepmc'))
     assert stats["status"] == "failed" and stats["works"] == 0 and stats["listed"] == 0
     assert "invalid JSON" in stats["reason"] and f"{fake.url}/search" in stats["reason"]
 
@@ -355,9 +355,9 @@ def test_eutilities_error_in_a_200_body_fails_the_source_not_zero_results(tmp_pa
     assert isinstance(err.value.__cause__, BodyError) and needle in str(err.value)
     # not retried by the HTTP layer: asking again gets the same answer; the task retry decides
     assert len(fake.requests_to(endpoint)) == (2 if endpoint == "efetch" else 1)
-    stats = read_json(ctx.staged("source=pubmed.json"))
+    stats = read_json(ctx.staging.source_stats('pubmed'))
     assert stats["status"] == "failed" and stats["works"] == 0 and needle in stats["reason"]
-    assert not ctx.staged("source=pubmed.parquet").exists()
+    assert not ctx.staging.source_records('pubmed').exists()
 
 
 def test_europepmc_errcode_mid_walk_fails_the_source_not_zero_results(tmp_path):
@@ -368,8 +368,8 @@ def test_europepmc_errcode_mid_walk_fails_the_source_not_zero_results(tmp_path):
         with pytest.raises(SourceFailed, match="errCode=500 errMsg='Internal cursor error'"):
             fetch_source(ctx, "europepmc", EuropePmcClient(fake.url, page_size=PAGE, sleep=lambda s: None))
     assert len(fake.requests_to("/search")) == 2
-    assert read_json(ctx.staged("source=europepmc.json"))["status"] == "failed"
-    assert not ctx.staged("source=europepmc.parquet").exists()
+    assert read_json(ctx.staging.source_stats('europepmc'))["status"] == "failed"
+    assert not ctx.staging.source_records('europepmc').exists()
 
 
 def test_a_source_answering_empty_after_a_full_last_run_fails_its_health_check(tmp_path):

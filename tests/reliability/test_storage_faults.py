@@ -30,7 +30,7 @@ import pytest
 
 from include.living_review import pipeline, storage
 from include.living_review.config import ReviewConfig
-from include.living_review.models import CITING_WORKS_SCHEMA, QUARANTINE_SCHEMA
+from include.living_review.records import CITING_WORKS_SCHEMA, QUARANTINE_SCHEMA
 from include.living_review.pipeline import RunContext
 from include.living_review.storage import Layout, PartitionLocked, StorageError, published_dates, write_json_atomic
 from tests.fakes.corpus import REVIEW
@@ -59,12 +59,12 @@ def context(data_dir: Path, day: dt.date, run_id: str = "manual__reliability") -
 def stage(ctx: RunContext, works: list[dict[str, Any]]) -> None:
     """What fetch/merge/enrich/validate leave in staging for ``publish``."""
     storage.write_parquet_atomic(pa.Table.from_pylist(works, schema=CITING_WORKS_SCHEMA),
-                                 ctx.staged("validated.parquet"))
-    storage.write_parquet_atomic(QUARANTINE_SCHEMA.empty_table(), ctx.staged("rejected.parquet"))
+                                 ctx.staging.validated)
+    storage.write_parquet_atomic(QUARANTINE_SCHEMA.empty_table(), ctx.staging.rejected)
     write_json_atomic({"source": "pubmed", "status": "ok", "reason": None, "listed": len(works),
-                       "works": len(works), "requests": 1}, ctx.staged("source=pubmed.json"))
-    write_json_atomic({"records_in": len(works), "works_out": len(works)}, ctx.staged("merge.json"))
-    write_json_atomic({"status": "ok"}, ctx.staged("validation.json"))
+                       "works": len(works), "requests": 1}, ctx.staging.source_stats('pubmed'))
+    write_json_atomic({"records_in": len(works), "works_out": len(works)}, ctx.staging.merge_stats)
+    write_json_atomic({"status": "ok"}, ctx.staging.validation)
 
 
 def publish_day(data_dir: Path, day: dt.date, works: list[dict[str, Any]]) -> dict[str, Any]:
@@ -96,29 +96,36 @@ def temp_files(data_dir: Path) -> list[Path]:
 # -- kill -9 while the snapshot is written ---------------------------------------------
 CHILD = textwrap.dedent("""
     import datetime as dt, pathlib, sys, time
-    import pyarrow.parquet as pq
-    from include.living_review import pipeline, storage
+    from include.living_review import pipeline
     from include.living_review.config import ReviewConfig
+    from include.living_review.storage import atomic
 
     data_dir, day, marker = sys.argv[1], dt.date.fromisoformat(sys.argv[2]), pathlib.Path(sys.argv[3])
-    real_write = pq.write_table
+    real_open = open
 
-    def slow_write(table, where, **kwargs):
-        if "citing_works" not in str(where):
-            return real_write(table, where, **kwargs)
-        # Write half the rows, make them reach the disk, then hang: SIGKILL lands mid-file.
-        with open(where, "wb") as sink:
-            writer = pq.ParquetWriter(sink, table.schema, compression="zstd")
-            writer.write_table(table.slice(0, table.num_rows // 2))
-            sink.flush()
-            marker.write_text(str(where))
+    class HalfWrite:
+        # Writes half of what it is given, makes it reach the disk, then hangs: SIGKILL lands mid-file.
+        def __init__(self, handle, path):
+            self.handle, self.path = handle, path
+        def write(self, data):
+            self.handle.write(data[: len(data) // 2])
+            self.handle.flush()
+            marker.write_text(str(self.path))
             time.sleep(600)
+        def __enter__(self):
+            return self
+        def __exit__(self, *exc):
+            self.handle.close()
 
-    storage.pq.write_table = slow_write
+    def slow_open(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        return HalfWrite(handle, path) if "citing_works" in str(path) and "w" in mode else handle
+
+    atomic.open = slow_open  # the module's own name shadows the builtin for write_atomic only
     review = ReviewConfig(id="peer-support-mental-health", title="T", doi="10.2196/15572", pmid="32357127",
                           sources=["pubmed"])
     ctx = pipeline.RunContext.create(review, data_dir, dt.datetime.combine(day, dt.time(), dt.timezone.utc),
-                                     "manual__killed")
+                                     "manual__reliability")
     pipeline.publish(ctx)
 """)
 
@@ -160,7 +167,9 @@ def test_kill_9_while_the_snapshot_is_written_leaves_the_previous_one_published(
 
     temp = kill_mid_snapshot_write(data_dir, day, tmp_path)
 
-    assert temp.exists() and temp.name.startswith(".citing_works.parquet.") and temp.suffix == ".tmp"
+    # the half-written file is a hidden temp file in the run's staging, never in a published folder
+    assert temp.exists() and temp.name.startswith(".") and "citing_works" in temp.name and temp.suffix == ".tmp"
+    assert "staging" in temp.parts
     with pytest.raises(Exception):
         pq.read_table(temp)  # it really is a partial file
     frame = pd.read_parquet(data_dir / "snapshots")
@@ -182,70 +191,60 @@ def test_kill_9_while_the_snapshot_is_written_leaves_the_previous_one_published(
 
 
 # -- disk full, permission denied, read-only ---------------------------------------------
-WRITE_POINTS = ["quarantine", "changes", "coverage", "snapshot", "manifest"]
-def _failing_writes(monkeypatch: pytest.MonkeyPatch, point: str, code: int) -> None:
-    """Raise ``OSError(code)`` at the ``point``-th file that publish writes: while writing the temp file
-    (disk full, permission denied) or when renaming it into place (read-only)."""
-    index = WRITE_POINTS.index(point)
-    calls = {"write": 0, "replace": 0}
-    real_write, real_json_file = pq.write_table, storage.json_file
+# The writes of a commit, in order: each file rendered into staging, the journal, then
+# (after the moves into place) the manifest.
+WRITE_POINTS = ["quarantine", "changes", "events", "coverage", "snapshot", "journal", "manifest"]
+MOVE_POINTS = ["quarantine", "changes", "events", "coverage", "snapshot"]
 
-    def gate(kind: str) -> None:
+
+def _failing_writes(monkeypatch: pytest.MonkeyPatch, point: str, code: int) -> None:
+    """Raise ``OSError(code)`` at the ``point`` of publish's commit: opening a file to write it (disk
+    full, permission denied) or moving a staged file into place (read-only)."""
+    from include.living_review.storage import atomic, commit
+
+    calls = {"write": 0, "move": 0}
+    real_open, real_replace = open, commit._replace
+
+    def gate(kind: str, index: int) -> None:
         calls[kind] += 1
         if calls[kind] == index + 1:
             raise OSError(code, os.strerror(code))
 
-    def write(*args: Any, **kwargs: Any) -> None:
-        if code != errno.EROFS:
-            gate("write")
-        real_write(*args, **kwargs)
+    def opener(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if "w" in mode and code != errno.EROFS and "locks" not in Path(path).parts:
+            gate("write", WRITE_POINTS.index(point))
+        return real_open(path, mode, *args, **kwargs)
 
-    def json_file(data: Any) -> Any:
-        writer = real_json_file(data)
+    def replace(source: Any, final: Any, *, keep_source: bool) -> None:
+        if code == errno.EROFS and not keep_source:  # not the roll-back of a backup
+            gate("move", MOVE_POINTS.index(point))
+        real_replace(source, final, keep_source=keep_source)
 
-        def gated(path: Path) -> None:
-            if code != errno.EROFS:
-                gate("write")
-            writer(path)
-        return gated
-
-    def replace(src: Any, dst: Any) -> None:
-        if code == errno.EROFS and not str(src).endswith(".bak"):  # not the roll-back of a backup
-            gate("replace")
-        os.replace(src, dst)
-
-    monkeypatch.setattr(storage.pq, "write_table", write)
-    monkeypatch.setattr(pipeline, "json_file", json_file)
-    monkeypatch.setattr(storage, "os", _OsProxy(replace))
-
-
-class _OsProxy:
-    """``os`` with a different ``replace``, as seen from storage.py only."""
-
-    def __init__(self, replace: Any):
-        self.replace = replace
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
+    monkeypatch.setattr(atomic, "open", opener, raising=False)
+    monkeypatch.setattr(commit, "_replace", replace)
 
 
 FAULTS = [(point, code) for point in WRITE_POINTS for code in (errno.ENOSPC,)] + \
-    [(point, code) for point in ("quarantine", "snapshot") for code in (errno.EACCES, errno.EROFS)]
+    [(point, errno.EACCES) for point in ("quarantine", "snapshot", "manifest")] + \
+    [(point, errno.EROFS) for point in ("quarantine", "events", "snapshot")]
 HINTS = {errno.ENOSPC: "the disk is full; free space and rerun",
          errno.EACCES: "permission denied; make the data directory writable by the Airflow user",
          errno.EROFS: "the file system is read-only"}
 
 
+@pytest.mark.parametrize("target", ["new date", "rerun"])
 @pytest.mark.parametrize(("point", "code"), [
     pytest.param(p, c, id=f"{errno.errorcode[c]}-at-{p}")
     for p, c in FAULTS])
-def test_disk_full_or_permission_denied_publishes_nothing(tmp_path, monkeypatch, point, code):
-    """Row 8 (simulated): a clear StorageError, nothing of the new date published, the previous one intact."""
+def test_disk_full_or_permission_denied_publishes_nothing(tmp_path, monkeypatch, point, code, target):
+    """Row 8 (simulated): a clear StorageError; nothing of the new run published, the previous commit intact
+    byte for byte (also when the run replaces that very date); the retry publishes."""
     data_dir = tmp_path / "data"
     publish_day(data_dir, DAY1, rows(30, DAY1))
     before = {k: v for k, v in fingerprint(data_dir).items() if DAY1.isoformat() in k}
-    ctx = context(data_dir, DAY2)
-    stage(ctx, rows(40, DAY2))
+    day = DAY2 if target == "new date" else DAY1
+    ctx = context(data_dir, day)
+    stage(ctx, rows(40, day))
     _failing_writes(monkeypatch, point, code)
 
     with pytest.raises(StorageError) as err:
@@ -254,10 +253,14 @@ def test_disk_full_or_permission_denied_publishes_nothing(tmp_path, monkeypatch,
     message = str(err.value)
     assert HINTS[code] in message and "The previously published snapshot is unchanged" in message
     assert str(data_dir.resolve()) in message  # names the file it could not write
-    assert temp_files(data_dir) == []  # the half-written temp file is removed
+    assert temp_files(data_dir) == []  # no half-written temp file or backup is left
     assert published_dates(data_dir, REVIEW_CONF.id) == [DAY1]
     assert {k: v for k, v in fingerprint(data_dir).items() if DAY1.isoformat() in k} == before
+    assert storage.verify(Layout.of(data_dir, REVIEW_CONF.id, DAY1)) == []
     assert new_date_files(data_dir, DAY2) == []
+    monkeypatch.undo()  # the disk has space again: the retry publishes
+    assert pipeline.publish(ctx)["works"] == 40
+    assert storage.verify(Layout.of(data_dir, REVIEW_CONF.id, day)) == []
 
 
 @contextlib.contextmanager
@@ -309,32 +312,45 @@ def test_a_read_only_data_dir_gives_a_clear_error_and_keeps_the_previous_snapsho
 
 
 # -- two runs at once -------------------------------------------------------------------
-LOCK_HOLDER = textwrap.dedent("""
-    import sys, time
-    from include.living_review.storage import Layout, partition_lock
-    with partition_lock(Layout.of(sys.argv[1], sys.argv[2], sys.argv[3])):
+LEASE_HOLDER = textwrap.dedent("""
+    import sys
+    from include.living_review.storage import Layout, date_lock, hold_lease
+    layout = Layout.of(sys.argv[1], sys.argv[2], sys.argv[3])
+    if sys.argv[4] == "lease":
+        hold_lease(layout, "scheduled__2026-03-09T00:00:00+00:00", ttl_seconds=3600, task="fetch_pubmed")
         print("locked", flush=True)
-        sys.stdin.read()  # hold the lock until the parent closes our stdin
+        sys.stdin.read()
+    else:
+        with date_lock(layout):
+            print("locked", flush=True)
+            sys.stdin.read()  # hold the lock until the parent closes our stdin
 """)
 
 
-def test_an_overlapping_run_cannot_publish_the_same_partition(tmp_path):
-    """Row 11: another process holds the partition lock -> PartitionLocked, nothing written; then it works."""
+@pytest.mark.parametrize("held", ["lease", "date lock"])
+def test_an_overlapping_run_cannot_publish_the_same_partition(tmp_path, held):
+    """Row 11: another run holds the date (its lease, or the commit's flock) -> PartitionLocked naming it,
+    nothing written; once it is gone the run publishes."""
     data_dir = tmp_path / "data"
     publish_day(data_dir, DAY1, rows(30, DAY1))
     ctx = context(data_dir, DAY2, run_id="manual__second")
     stage(ctx, rows(40, DAY2))
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(data_dir), REVIEW_CONF.id, DAY2.isoformat()],
+    holder = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(data_dir), REVIEW_CONF.id, DAY2.isoformat(),
+                               "lease" if held == "lease" else "flock"],
                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(PartitionLocked, match="another run is writing review 'peer-support-mental-health' "
-                                                  "for 2026-03-09; wait for it to finish"):
+        expected = (r"review 'peer-support-mental-health' for 2026-03-09 is held by run "
+                    r"'scheduled__2026-03-09T00:00:00\+00:00' \(host .*, pid \d+" if held == "lease" else
+                    "another process is writing review 'peer-support-mental-health' for 2026-03-09; wait for it")
+        with pytest.raises(PartitionLocked, match=expected):
             pipeline.publish(ctx)
         assert new_date_files(data_dir, DAY2) == []
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+    if held == "lease":  # a dead run's lease is broken by hand (or expires)
+        Layout.of(data_dir, REVIEW_CONF.id, DAY2).lease_file.unlink()
     assert pipeline.publish(ctx)["works"] == 40
     assert published_dates(data_dir, REVIEW_CONF.id) == [DAY1, DAY2]

@@ -20,7 +20,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from include.living_review.storage import Layout
+from include.living_review.digest import digest_status
+from include.living_review.storage import Layout, published_dates
 from tests.fakes.stack import LocalStack
 from tests.scheduler.cluster import AirflowCluster
 from tests.scheduler.conftest import REVIEW_ID
@@ -32,7 +33,8 @@ PIPELINE = f"living_review__{SUFFIX}"
 DIGEST = f"living_review_digest__{SUFFIX}"
 ACTIVE = ("queued", "running")
 TERMINAL = ("success", "failed")
-PIPELINE_TASKS = {"fetch_pubmed", "fetch_europepmc", "merge", "enrich", "validate", "publish_snapshot"}
+PIPELINE_TASKS = {"begin_run", "fetch_pubmed", "fetch_europepmc", "merge", "enrich", "validate", "publish_snapshot",
+                  "end_run"}
 
 
 def backfill_dates(today: dt.date) -> list[dt.date]:
@@ -81,8 +83,8 @@ def describe(cluster: AirflowCluster, stack: LocalStack, data_dir: Path, wall: f
             if run["run_id"] in events:
                 line += f" (events from {events[run['run_id']]})"
             lines.append(line)
-    for day in Layout.of(data_dir, REVIEW_ID, dt.date.today()).snapshot_dates():
-        digest = manifest(data_dir, day).get("digest", {})
+    for day in published_dates(data_dir, REVIEW_ID):
+        digest = digest_status(Layout.of(data_dir, REVIEW_ID, day))
         lines.append(f"  snapshot {day}: digest {digest.get('status')} ({digest.get('reason')})")
     lines.append(f"  received: {len(stack.smtp.messages)} email(s), {len(stack.slack.payloads)} Slack post(s)")
     return "\n".join(lines)
@@ -173,7 +175,7 @@ def test_scheduler_runs_pipeline_digest_and_backfill(cluster: AirflowCluster, st
     assert len(stack.smtp.messages) == 1, "a backfilled week sent an email digest"
     assert len(stack.slack.payloads) == 1, "a backfilled week posted a Slack digest"
     for day in weeks:
-        assert manifest(data_dir, day).get("digest", {}).get("status") in ("pending", "skipped")
+        assert digest_status(Layout.of(data_dir, REVIEW_ID, day))["status"] in ("pending", "skipped")
     phase("backfill")
 
     # The CLI sees the same runs in the same states as the scheduler's tables.

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from include.living_review.models import Work
+from include.living_review.records import Work
 
 # Re-exported: the one drift error every source raises (declared with the rules).
 from data_quality.raw_contracts import RawContractError, check_raw_contract  # noqa: E402,F401

@@ -16,10 +16,10 @@ import requests
 
 from include.living_review import settings
 from include.living_review.config import ReviewConfig
-from include.living_review.http import BodyError, HttpClient, SourceError, parse_json
-from include.living_review.ids import normalize_doi
-from include.living_review.models import Work
-from include.living_review.normalize import (author_name, clean_abstract, clean_text, clean_title, make_date,
+from include.living_review.sources.http import BodyError, HttpClient, SourceError, parse_json
+from include.living_review.records.ids import normalize_doi
+from include.living_review.records import Work
+from include.living_review.records.normalize import (author_name, clean_abstract, clean_text, clean_title, make_date,
                                              normalize_language, notice, notice_kind, year_of)
 from include.living_review.sources.base import KnownWorks, SourceResult, SourceSkipped, check_raw_contract, raw_json
 

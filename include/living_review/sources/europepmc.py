@@ -14,10 +14,10 @@ import requests
 
 from include.living_review import settings
 from include.living_review.config import ReviewConfig
-from include.living_review.http import BodyError, HttpClient, parse_json
-from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_pmid
-from include.living_review.models import Work
-from include.living_review.normalize import (author_name, clean_abstract, clean_text, clean_title, is_preprint_type,
+from include.living_review.sources.http import BodyError, HttpClient, parse_json
+from include.living_review.records.ids import normalize_doi, normalize_pmcid, normalize_pmid
+from include.living_review.records import Work
+from include.living_review.records.normalize import (author_name, clean_abstract, clean_text, clean_title, is_preprint_type,
                                              make_date, normalize_language, notice, notice_kind,
                                              parse_iso_date, year_of)
 from include.living_review.sources.base import (KnownWorks, SourceResult, SourceSkipped, check_raw_contract,

@@ -15,10 +15,10 @@ import requests
 
 from include.living_review import settings
 from include.living_review.config import ReviewConfig
-from include.living_review.http import BodyError, HttpClient, SourceError, parse_json
-from include.living_review.ids import normalize_doi, normalize_openalex_id, normalize_pmcid, normalize_pmid
-from include.living_review.models import Work
-from include.living_review.normalize import (author_from_display, clean_abstract, clean_text, clean_title,
+from include.living_review.sources.http import BodyError, HttpClient, SourceError, parse_json
+from include.living_review.records.ids import normalize_doi, normalize_openalex_id, normalize_pmcid, normalize_pmid
+from include.living_review.records import Work
+from include.living_review.records.normalize import (author_from_display, clean_abstract, clean_text, clean_title,
                                              is_preprint_type, normalize_language,
                                              parse_iso_date, year_of)
 from include.living_review.sources.base import (KnownWorks, RawContractError, SourceResult, SourceSkipped,

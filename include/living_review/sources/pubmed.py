@@ -21,10 +21,10 @@ from Bio.Entrez import Parser as EntrezParser
 
 from include.living_review import settings
 from include.living_review.config import ReviewConfig
-from include.living_review.http import BodyError, HttpClient, RetryableError, SourceError
-from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_pmid
-from include.living_review.models import Work
-from include.living_review.normalize import (clean_abstract, clean_text, clean_title, is_preprint_type, make_date,
+from include.living_review.sources.http import BodyError, HttpClient, RetryableError, SourceError
+from include.living_review.records.ids import normalize_doi, normalize_pmcid, normalize_pmid
+from include.living_review.records import Work
+from include.living_review.records.normalize import (clean_abstract, clean_text, clean_title, is_preprint_type, make_date,
                                              medline_date, notice, notice_kind, year_of)
 from include.living_review.sources.base import (KnownWorks, SourceResult, check_raw_contract, collector_paused,
                                                 raw_json)

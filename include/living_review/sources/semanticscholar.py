@@ -16,10 +16,10 @@ import requests
 
 from include.living_review import settings
 from include.living_review.config import ReviewConfig
-from include.living_review.http import HttpClient, parse_json
-from include.living_review.ids import normalize_doi, normalize_pmcid, normalize_pmid
-from include.living_review.models import Work
-from include.living_review.normalize import author_from_display, clean_abstract, clean_text, clean_title, parse_iso_date, year_of
+from include.living_review.sources.http import HttpClient, parse_json
+from include.living_review.records.ids import normalize_doi, normalize_pmcid, normalize_pmid
+from include.living_review.records import Work
+from include.living_review.records.normalize import author_from_display, clean_abstract, clean_text, clean_title, parse_iso_date, year_of
 from include.living_review.sources.base import (KnownWorks, SourceResult, check_raw_contract, collector_paused,
                                                 raw_json)
 

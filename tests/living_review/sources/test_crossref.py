@@ -11,7 +11,7 @@ import yaml
 
 from include.living_review import settings
 from include.living_review.config import ReviewConfig
-from include.living_review.http import SourceError
+from include.living_review.sources.http import SourceError
 from include.living_review.sources.base import KnownWorks, RawContractError, SourceSkipped, check_raw_contract
 from include.living_review.sources.crossref import MAX_CONSECUTIVE_FAILURES, CrossrefClient, from_crossref
 from tests.fakes.corpus import REVIEW, seed_corpus
@@ -238,6 +238,6 @@ def test_raw_contract_drift_stops_the_batch_naming_the_field(papers, sleeps):
 
 
 def test_fetch_citing_is_skipped():
-    review = ReviewConfig(id=REVIEW["id"], title=REVIEW["title"], doi=REVIEW["doi"], sources=["crossref"])
+    review = ReviewConfig(id=REVIEW["id"], title=REVIEW["title"], doi=REVIEW["doi"], sources=["europepmc"], enrich=["crossref"])
     with pytest.raises(SourceSkipped, match="no open cited-by list"):
         CrossrefClient("http://127.0.0.1:9").fetch_citing(review, KnownWorks())

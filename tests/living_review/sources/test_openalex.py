@@ -12,7 +12,7 @@ import pytest
 
 from include.living_review import settings
 from include.living_review.config import ReviewConfig
-from include.living_review.http import SourceError
+from include.living_review.sources.http import SourceError
 from include.living_review.sources.base import KnownWorks, RawContractError, SourceSkipped, check_raw_contract
 from include.living_review.sources.openalex import SELECT_FIELDS, OpenAlexClient, from_openalex
 from tests.fakes.corpus import REVIEW, Paper, seed_corpus, synthetic_corpus

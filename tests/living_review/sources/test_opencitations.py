@@ -9,7 +9,7 @@ import yaml
 
 from include.living_review import settings
 from include.living_review.config import ReviewConfig
-from include.living_review.http import SourceError
+from include.living_review.sources.http import SourceError
 from include.living_review.sources.base import KnownWorks, RawContractError, check_raw_contract
 from include.living_review.sources.opencitations import (OpenCitationsClient, dedupe, from_opencitations,
                                                          parse_pids)

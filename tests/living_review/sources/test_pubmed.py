@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from include.living_review.config import ReviewConfig
-from include.living_review.http import BodyError, RetryPolicy, SourceError
+from include.living_review.sources.http import BodyError, RetryPolicy, SourceError
 from include.living_review.sources.base import KnownWorks
 from include.living_review.sources.pubmed import CITEDIN, PubMedClient, entrez_read, from_pubmed
 from tests.fakes.corpus import REVIEW, seed_corpus

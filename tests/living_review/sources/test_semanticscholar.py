@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from include.living_review.config import ReviewConfig
-from include.living_review.http import SourceError
-from include.living_review.normalize import clean_title
+from include.living_review.sources.http import SourceError
+from include.living_review.records.normalize import clean_title
 from include.living_review.sources.base import KnownWorks, RawContractError, check_raw_contract
 from include.living_review.sources.semanticscholar import (FIELDS, SemanticScholarClient, from_semanticscholar,
                                                            next_offset)

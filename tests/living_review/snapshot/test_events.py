@@ -1,0 +1,89 @@
+"""The event log: stable identities, one event per notice, and only committed files read."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from include.living_review.records import CHANGES_SCHEMA, EVENTS_SCHEMA
+from include.living_review.snapshot.events import event_id, events_from_changes, read_log
+from include.living_review.storage import Layout, commit_run, parquet_writer
+
+TS = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc)
+
+
+def change(work: str, kind: str, detail: dict | None = None) -> dict:
+    return {"work_id": work, "change": kind, "changed_fields": [], "title": "T", "doi": None,
+            "detail": json.dumps(detail) if detail is not None else None}
+
+
+def test_the_same_change_seen_by_two_runs_is_one_event():
+    first = events_from_changes([change("doi:10.1/a", "added")], run_id="r1", run_ts=TS)
+    second = events_from_changes([change("doi:10.1/a", "added")], run_id="r2", run_ts=TS + dt.timedelta(hours=12))
+    assert first.column("event_id").to_pylist() == second.column("event_id").to_pylist()
+    assert first.schema.equals(EVENTS_SCHEMA)
+
+
+def test_each_correction_notice_is_its_own_event_and_a_new_one_is_new():
+    one = events_from_changes([change("w", "corrected", {"notices": ["correction:10.1/c1"]})], run_id="r", run_ts=TS)
+    two = events_from_changes([change("w", "corrected", {"notices": ["correction:10.1/c1", "correction:10.1/c2"]})],
+                              run_id="r", run_ts=TS)
+    assert two.column("subject").to_pylist() == ["correction:10.1/c1", "correction:10.1/c2"]
+    assert set(one.column("event_id").to_pylist()) < set(two.column("event_id").to_pylist())
+
+
+def test_what_an_event_is_about_is_part_of_its_identity():
+    kinds = {
+        "published_a": change("w", "preprint_published", {"versions": [{"id": "10.1/a", "kind": "published"}]}),
+        "published_b": change("w", "preprint_published", {"versions": [{"id": "10.1/b", "kind": "published"}]}),
+        "gone_march": change("w", "no_longer_reported", {"last_reported": "2026-03-02"}),
+        "gone_may": change("w", "no_longer_reported", {"last_reported": "2026-05-04"}),
+        "title_x": change("w", "updated", {"title": ["old", "x"]}),
+        "title_y": change("w", "updated", {"title": ["old", "y"]}),
+    }
+    ids = {name: events_from_changes([c], run_id="r", run_ts=TS).column("event_id")[0].as_py()
+           for name, c in kinds.items()}
+    assert len(set(ids.values())) == len(ids)
+    assert ids["title_x"] == events_from_changes([change("w", "updated", {"title": ["older", "x"]})], run_id="r",
+                                                 run_ts=TS).column("event_id")[0].as_py()  # the new value decides
+    assert event_id("w", "added", "") != event_id("w2", "added", "")
+
+
+def publish_events(tmp_path, day: dt.date, changes: list[dict], commit_id: str, *, keep: list[str] = ()) -> Layout:
+    layout = Layout.of(tmp_path, "r", day)
+    events = events_from_changes(changes, run_id=commit_id, run_ts=dt.datetime.combine(day, dt.time(),
+                                                                                        dt.timezone.utc))
+    layout.snapshot_file.parent.mkdir(parents=True, exist_ok=True)
+    commit_run(layout, layout.staging(commit_id), [("events", layout.events_file(commit_id), parquet_writer(events)),
+                                                   ("snapshot", layout.snapshot_file, b"x")],
+               {"event_files": [*keep, layout.events_file(commit_id).name]}, commit_id=commit_id)
+    return layout
+
+
+def test_the_log_reads_committed_files_once_and_ignores_a_stray_file(tmp_path):
+    day1, day2 = dt.date(2026, 3, 2), dt.date(2026, 3, 9)
+    publish_events(tmp_path, day1, [change("a", "added"), change("b", "added")], "c1")
+    layout2 = publish_events(tmp_path, day2, [change("c", "added"), change("a", "added")], "c2")
+    # a file a killed commit left behind, listed by no manifest
+    pq.write_table(events_from_changes([change("zzz", "added")], run_id="killed", run_ts=TS),
+                   layout2.events_file("killed"))
+    log = read_log(tmp_path, "r")
+    assert log.column("work_id").to_pylist() == ["a", "b", "c"]  # "a" seen twice, kept once (the first)
+    assert log.column("snapshot_date").to_pylist() == [day1, day1, day2]
+    assert read_log(tmp_path, "r", upto=day1).num_rows == 2
+    assert read_log(tmp_path, "r", kinds=["retracted"]).num_rows == 0
+
+
+def test_a_run_from_before_the_event_log_is_read_from_its_changes_table(tmp_path):
+    layout = Layout.of(tmp_path, "r", dt.date(2026, 1, 5))
+    layout.changes_file.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([change("old", "added")], schema=CHANGES_SCHEMA), layout.changes_file)
+    layout.snapshot_file.parent.mkdir(parents=True)
+    layout.snapshot_file.write_bytes(b"x")
+    layout.run_dir.mkdir(parents=True)
+    layout.manifest_file.write_text(json.dumps({"manifest_version": "1.0", "run_id": "scheduled__old",
+                                                "run_timestamp": "2026-01-05T00:00:00+00:00"}))
+    log = read_log(tmp_path, "r").to_pylist()
+    assert [(e["work_id"], e["kind"], e["run_id"]) for e in log] == [("old", "added", "scheduled__old")]

@@ -1,0 +1,165 @@
+"""The shared retry and throttle layer, over a real local socket."""
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+
+import pytest
+
+from include.living_review.sources.http import (
+    HttpClient,
+    RetryableError,
+    RetryPolicy,
+    SourceError,
+    Throttle,
+    parse_json,
+    parse_retry_after,
+)
+from tests.fakes.server import FakeApi, Request, Response
+
+
+class Echo(FakeApi):
+    def handle(self, request: Request) -> Response:
+        return Response(200, {"path": request.path, "n": len(self.requests)})
+
+
+@pytest.fixture
+def echo():
+    with Echo() as fake:
+        yield fake
+
+
+def client(fake, **kwargs) -> tuple[HttpClient, list[float]]:
+    sleeps: list[float] = []
+    return HttpClient("test", fake.url, rate=0, sleep=sleeps.append, **kwargs), sleeps
+
+
+def test_retry_after_seconds_and_http_date():
+    assert parse_retry_after("7") == 7.0
+    now = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.timezone.utc)
+    date = email.utils.format_datetime(now + dt.timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after(date, now=lambda: now) == 30.0
+    assert parse_retry_after("garbage") is None
+
+
+def test_429_honours_retry_after_with_cap(echo):
+    echo.inject(Response(429, {"error": "slow down"}, headers={"Retry-After": "3"}))
+    echo.inject(Response(503, "busy", headers={"Retry-After": "9999"}))
+    http, sleeps = client(echo, retry=RetryPolicy(retry_after_cap=60))
+    assert http.get("x", parse_json("test"))["path"] == "/x"
+    assert sleeps == [3.0, 60.0]
+    assert http.log.status_counts() == {"429": 1, "503": 1, "200": 1}
+
+
+def test_backoff_is_capped_exponential(echo):
+    echo.inject(Response(500, "oops"), times=4)
+    http, sleeps = client(echo, retry=RetryPolicy(max_tries=5, backoff_base=1, backoff_cap=3))
+    http.get("x", parse_json("test"))
+    sleeps = [s for s in sleeps if s > 0.01]  # drop the throttle's sub-millisecond waits
+    assert len(sleeps) == 4
+    for attempt, slept in enumerate(sleeps, start=1):
+        full = min(3, 2 ** (attempt - 1))
+        assert full / 2 <= slept <= full
+
+
+def test_gives_up_with_clear_message_and_no_secret(echo):
+    echo.inject(Response(503, "busy"), times=10)
+    http, _ = client(echo, retry=RetryPolicy(max_tries=3))
+    with pytest.raises(RetryableError) as err:
+        http.get("works", parse_json("test"), params={"api_key": "TOPSECRET", "q": "x"})
+    message = str(err.value)
+    assert "HTTP 503" in message and "/works" in message and "api_key=%2A%2A%2A" in message
+    assert "TOPSECRET" not in message
+    assert len(echo.requests) == 3
+
+
+def test_4xx_is_not_retried(echo):
+    echo.inject(Response(404, "Resource not found.", content_type="text/plain"))
+    http, sleeps = client(echo)
+    with pytest.raises(SourceError, match="HTTP 404.*Resource not found"):
+        http.get("x", parse_json("test"))
+    assert sleeps == [] and len(echo.requests) == 1
+
+
+def test_truncated_body_is_retried(echo):
+    echo.inject(Response(200, {"results": list(range(500))}, truncate_to=40))
+    http, sleeps = client(echo)
+    assert http.get("x", parse_json("test"))["path"] == "/x"
+    assert len(sleeps) == 1 and len(echo.requests) == 2
+
+
+def test_connection_reset_is_retried(echo):
+    echo.inject(Response(drop=True))
+    http, sleeps = client(echo)
+    assert http.get("x", parse_json("test"))["path"] == "/x"
+    assert len(sleeps) == 1
+
+
+def test_read_timeout_is_retried(echo):
+    echo.inject(Response(200, {"late": True}, delay=1.5))
+    http, sleeps = client(echo, timeout=(2, 0.5))
+    assert http.get("x", parse_json("test"))["path"] == "/x"
+    assert len(sleeps) == 1
+
+
+def test_unreachable_host_fails_after_retries():
+    http = HttpClient("test", "http://127.0.0.1:9", rate=1000, sleep=lambda s: None, retry=RetryPolicy(max_tries=2))
+    with pytest.raises(RetryableError, match="network error"):
+        http.get("x", parse_json("test"))
+
+
+def test_oversized_body_is_refused(echo):
+    echo.inject(Response(200, b"x" * 5000))
+    http, _ = client(echo, max_body_bytes=1000)
+    with pytest.raises(SourceError, match="exceeds the 1,000-byte cap"):
+        http.get("x", parse_json("test"))
+
+
+def test_throttle_spaces_calls():
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    throttle = Throttle(4.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        throttle.wait()
+    assert slept == pytest.approx([0.25, 0.25, 0.25, 0.25])
+
+
+class _Body:
+    """What ``parse_json`` reads from a response besides the body."""
+
+    url = "https://api.example.org/works?api_key=SECRET"
+    headers = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (b'{"title": "Peer support \\ud83d outcomes."}', {"title": "Peer support \ud83d outcomes."}),
+    (b'{"title": "\\ud83d\\ude00"}', {"title": "\U0001f600"}),
+    (b'{"n": NaN, "big": 1e400, "int": 123456789012345678901234567890}',
+     {"n": pytest.approx(float("nan"), nan_ok=True), "big": float("inf"), "int": 123456789012345678901234567890}),
+    (b'\xef\xbb\xbf{"a": [1, 2.5, null, true]}', {"a": [1, 2.5, None, True]}),
+    ("{\"text\": \"déjà vu\"}".encode(), {"text": "déjà vu"}),
+])
+def test_parse_json_accepts_what_json_loads_accepts(body, expected):
+    """msgspec refuses a lone surrogate escape, NaN, a BOM and an out-of-range number; json.loads takes over."""
+    assert parse_json("test")(_Body(), body) == expected
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"results": [1, 2', "test: expected JSON but got invalid JSON (Expecting ',' delimiter at byte 17) "
+                           "(Content-Type 'application/json') (https://api.example.org/works)"),
+    (b"  <html><body>Bad gateway</body></html>", "test: expected JSON but got an HTML page "
+                                                 "(Content-Type 'application/json') (https://api.example.org/works)"),
+    (b"", "test: expected JSON but got invalid JSON (Expecting value at byte 0) "
+          "(Content-Type 'application/json') (https://api.example.org/works)"),
+    (b'"\xff"', "test: expected JSON but got invalid JSON (Content-Type 'application/json') "
+                "(https://api.example.org/works)"),
+])
+def test_parse_json_names_what_it_got_instead(body, message):
+    with pytest.raises(RetryableError) as err:
+        parse_json("test")(_Body(), body)
+    assert str(err.value) == message
