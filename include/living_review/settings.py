@@ -68,6 +68,10 @@ HTTP_RETRY_AFTER_CAP = 120.0
 HTTP_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 EFETCH_BATCH_SIZE = 200
+# Known works asked about per update-probe request: PubMed esearch [uid] terms (POST);
+# Crossref takes about 100 `doi:` filters per list request (its URL stays under 8 KB).
+PROBE_BATCH_SIZE = 200
+CROSSREF_BATCH_SIZE = 100
 EUROPEPMC_PAGE_SIZE = 1000
 OPENALEX_PER_PAGE = 100
 SEMANTIC_SCHOLAR_PAGE_SIZE = 1000

@@ -6,6 +6,7 @@ Each fake renders it in its own source's format and serves only the papers whose
 """
 from __future__ import annotations
 
+import datetime as dt
 import random
 import re
 from dataclasses import dataclass, field
@@ -48,8 +49,15 @@ class Paper:
     retracted: bool = False
     corrected: bool = False  # an erratum/correction notice is linked to it
     preprint_doi: str | None = None  # for a published version: the DOI of its preprint
+    # When the sources last changed its record (PubMed's mdat, Crossref's update date);
+    # None: its publication date. Set it to today when a test retracts or corrects a paper.
+    modified: dt.date | None = None
     abstract: str = ""
     visible_in: set[str] = field(default_factory=lambda: set(ALL_SOURCES))
+
+    @property
+    def modified_on(self) -> dt.date:
+        return self.modified or dt.date(self.year, self.month, self.day)
 
     @property
     def pmc_number(self) -> str | None:

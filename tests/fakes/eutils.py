@@ -14,6 +14,8 @@ from tests.fakes.server import FakeApi, Request, Response
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 ELINK_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eLinkResult PUBLIC "-//NLM//DTD elink '
               '20101123//EN" "https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20101123/elink.dtd">\n')
+ESEARCH_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eSearchResult PUBLIC "-//NLM//DTD esearch '
+                '20060628//EN" "https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20060628/esearch.dtd">\n')
 PUBMED_HEAD = ('<?xml version="1.0" ?>\n<!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st '
                'January 2025//EN" "https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd">\n')
 
@@ -91,6 +93,8 @@ class FakeEutils(FakeApi):
             return self.elink(request)
         if request.path.endswith("/efetch.fcgi"):
             return self.efetch(request)
+        if request.path.endswith("/esearch.fcgi"):
+            return self.esearch(request)
         return Response(404, "<html><body>Not Found</body></html>", content_type="text/html")
 
     def elink(self, request: Request) -> Response:
@@ -104,6 +108,25 @@ class FakeEutils(FakeApi):
                       if ids else "")
         body = (ELINK_HEAD + "<eLinkResult><LinkSet><DbFrom>pubmed</DbFrom>"
                 f"<IdList><Id>{pmid}</Id></IdList>{linkset_db}</LinkSet></eLinkResult>")
+        return Response(200, body, content_type="text/xml; charset=UTF-8")
+
+    def esearch(self, request: Request) -> Response:
+        """``[uid]`` terms with a ``datetype=mdat`` window: the asked papers modified in it."""
+        import datetime as dt
+        import re
+
+        term = request.param("term", "")
+        asked = re.findall(r"(\d+)\[uid\]", term)
+        if not asked or request.param("datetype") != "mdat":
+            return Response(200, ESEARCH_HEAD + "<eSearchResult><ERROR>the fake only answers [uid] terms with "
+                            "datetype=mdat</ERROR></eSearchResult>", content_type="text/xml; charset=UTF-8")
+        low, high = (dt.datetime.strptime(request.param(k), "%Y/%m/%d").date() for k in ("mindate", "maxdate"))
+        by_pmid = {p.pmid: p for p in self.papers if p.pmid and "pubmed" in p.visible_in}
+        hits = [i for i in asked if i in by_pmid and low <= by_pmid[i].modified_on <= high]
+        ids = "".join(f"<Id>{i}</Id>" for i in hits)
+        body = (ESEARCH_HEAD + f"<eSearchResult><Count>{len(hits)}</Count><RetMax>{len(hits)}</RetMax>"
+                f"<RetStart>0</RetStart><IdList>{ids}</IdList><TranslationSet/>"
+                f"<QueryTranslation>{escape(term[:200])}</QueryTranslation></eSearchResult>")
         return Response(200, body, content_type="text/xml; charset=UTF-8")
 
     def efetch(self, request: Request) -> Response:

@@ -175,6 +175,8 @@ class RowBuilder:
         n, works, ids = nodes.n, nodes.works, nodes.ids
         prev_ids, sids = nodes.prev_ids, nodes.sids
         records = [i for i in members if i < n]
+        # Probe and enrichment records refresh fields but do not report the work this run.
+        reporting = [i for i in records if not works[i].probe]
         prevs = [i for i in members if i >= n]
         if len(prevs) > 1:
             prevs.sort(key=ranking.tiebreak)
@@ -234,7 +236,9 @@ class RowBuilder:
                 # Once published, "Preprint" describes one of the versions, not the work.
                 if t not in types and not (published and t.strip().casefold() in PREPRINT_TYPES):
                     types.append(t)
-        if records:
+        if reporting:
+            sources = sorted({s for i in reporting for s in as_str_list(works[i].sources)})
+        elif records and not prevs:  # only probe/enrichment records (a test, or a dropped listing)
             sources = sorted({s for i in records for s in as_str_list(works[i].sources)})
         else:
             sources = sorted({s for i in prevs for s in works[i].sources})
@@ -275,7 +279,7 @@ class RowBuilder:
             "relevance": relevance,
             "relevance_reason": reason,
             "omid": omid,
-            "reported_this_run": bool(records),
+            "reported_this_run": bool(reporting) or (bool(records) and not prevs),
             "is_new": not prevs,
             "previous_work_id": previous_work_id,
             "merged_work_ids": merged,

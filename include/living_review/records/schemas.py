@@ -61,7 +61,7 @@ STAGED_SCHEMA = pa.schema(
     [pa.field(f.name, f.type) for f in CITING_WORKS_SCHEMA
      if f.name not in ("work_id", "first_seen", "last_reported", "versions", "relevance", "relevance_reason")]
     + [pa.field("omid", pa.string()), pa.field("related_dois", pa.list_(pa.string())),
-       pa.field("is_preprint", pa.bool_()), pa.field("raw", pa.string())]
+       pa.field("is_preprint", pa.bool_()), pa.field("probe", pa.bool_()), pa.field("raw", pa.string())]
 )
 
 # Staged between merge and validate: the snapshot's columns plus the OpenCitations id

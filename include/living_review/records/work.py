@@ -42,6 +42,9 @@ class Work:
     # DOIs of other versions of the same work (preprint <-> published), from source relations.
     related_dois: list[str] = field(default_factory=list)
     is_preprint: bool = False
+    # Fetched to refresh a known work (an update probe) or to enrich one, not because the
+    # source listed it as citing the review: it adds metadata but does not report the work.
+    probe: bool = False
     # The record exactly as the source sent it (JSON text), kept for quarantine.
     raw: str | None = None
 
@@ -102,7 +105,7 @@ def table_to_works(table: pa.Table) -> list[Work]:
             return [v or [] for v in values]
         if name == "source_ids":
             return [dict(v or ()) for v in values]
-        if name in ("is_preprint", "is_retracted", "title_is_translated"):
+        if name in ("is_preprint", "is_retracted", "title_is_translated", "probe"):
             return [bool(v) for v in values]
         return values
 

@@ -1,6 +1,7 @@
 """What every source client returns, and what it is told about the previous run."""
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import json
 from collections.abc import Iterable, Iterator
@@ -58,18 +59,26 @@ class SourceSkipped(RuntimeError):
 
 @dataclass(frozen=True)
 class KnownWorks:
-    """Ids of works the previous snapshot already has metadata for."""
+    """Ids of works the previous snapshot already has metadata for, and when they were last checked.
+
+    A source with a change filter (PubMed's modification date) probes the known works
+    changed in ``since``..``until`` instead of fetching them all again; ``since`` is
+    None on a first run (nothing to probe).
+    """
 
     dois: frozenset[str] = frozenset()
     pmids: frozenset[str] = frozenset()
     pmcids: frozenset[str] = frozenset()
+    since: dt.date | None = None
+    until: dt.date | None = None
 
     def has(self, work: Work) -> bool:
         return bool((work.doi and work.doi in self.dois) or (work.pmid and work.pmid in self.pmids)
                     or (work.pmcid and work.pmcid in self.pmcids))
 
     @classmethod
-    def from_rows(cls, rows: Iterable[dict[str, Any]]) -> KnownWorks:
+    def from_rows(cls, rows: Iterable[dict[str, Any]], *, since: dt.date | None = None,
+                  until: dt.date | None = None) -> KnownWorks:
         dois, pmids, pmcids = set(), set(), set()
         for row in rows:
             if row.get("doi"):
@@ -78,7 +87,7 @@ class KnownWorks:
                 pmids.add(row["pmid"])
             if row.get("pmcid"):
                 pmcids.add(row["pmcid"])
-        return cls(frozenset(dois), frozenset(pmids), frozenset(pmcids))
+        return cls(frozenset(dois), frozenset(pmids), frozenset(pmcids), since, until)
 
 
 @dataclass
@@ -91,3 +100,5 @@ class SourceResult:
     metadata_requests: int = 0  # requests spent on metadata beyond the listing
     markers: dict[str, Any] = field(default_factory=dict)  # release markers, resolved ids
     query: dict[str, Any] = field(default_factory=dict)  # what was asked, without secrets
+    # The update probe of known works: known, since, until, requests, changed (None: not probed).
+    probe: dict[str, Any] | None = None

@@ -5,6 +5,7 @@ runs with the others and the manifest says ``partial``).
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from typing import Any
@@ -33,9 +34,11 @@ def fetch_source(ctx: RunContext, source: str, client: Any) -> dict[str, Any]:
     """Ask one source for the review's citing works and stage them. Raises :class:`SourceFailed`."""
     # Works another configured review already has metadata for are not fetched again:
     # a paper citing several reviews is fetched once and shared (the portfolio).
-    known = KnownWorks.from_rows(r for r in [*committed_rows(base_commit(ctx.layout), KNOWN_COLUMNS),
-                                             *portfolio_rows(ctx.layout, KNOWN_COLUMNS)] if r.get("title"))
+    base = base_commit(ctx.layout)
     prev_source = last_ok_stats(ctx.layout, source)
+    known = KnownWorks.from_rows((r for r in [*committed_rows(base, KNOWN_COLUMNS),
+                                              *portfolio_rows(ctx.layout, KNOWN_COLUMNS)] if r.get("title")),
+                                 since=probe_since(prev_source, base), until=ctx.run_ts.date())
     cached = prev_source.get("markers", {})
     stats: dict[str, Any] = {"source": source, "status": "ok", "reason": None, "listed": 0, "works": 0,
                              "metadata_requests": 0, "markers": {}, "query": {}}
@@ -59,6 +62,8 @@ def fetch_source(ctx: RunContext, source: str, client: Any) -> dict[str, Any]:
 
     stats.update(listed=result.listed, works=len(result.works), metadata_requests=result.metadata_requests,
                  markers=result.markers, query=result.query)
+    if result.probe is not None:
+        stats["probe"] = result.probe
     with collector_paused():
         write_parquet_atomic(works_to_table(result.works), staged)
     problem = health_problem(source, result.listed, prev_source)
@@ -72,6 +77,18 @@ def fetch_source(ctx: RunContext, source: str, client: Any) -> dict[str, Any]:
     log.info("%s: listed %d citing works, staged %d records with %d metadata requests",
              source, result.listed, len(result.works), result.metadata_requests)
     return _finish_stats(ctx, client, stats, started)
+
+
+def probe_since(prev_source: dict[str, Any], base: Layout | None) -> dt.date | None:
+    """Where this source's update probe starts: the end of its last successful probe, else the last commit.
+
+    A source that failed last week keeps the window open from its last good run, so a
+    change made while it was down is still found. None on a first run: nothing is known.
+    """
+    if base is None:
+        return None
+    until = (prev_source.get("probe") or {}).get("until")
+    return dt.date.fromisoformat(until) if until else base.snapshot_date
 
 
 def last_ok_stats(layout: Layout, source: str) -> dict[str, Any]:

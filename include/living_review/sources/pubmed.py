@@ -1,4 +1,5 @@
-"""PubMed through NCBI E-utilities: ``elink`` for the cited-by list, ``efetch`` for metadata.
+"""PubMed through NCBI E-utilities: ``elink`` for the cited-by list, ``efetch`` for metadata,
+``esearch`` (by modification date) to find which known works changed.
 
 API docs: https://www.ncbi.nlm.nih.gov/books/NBK25499/
 XML is parsed with Biopython's ``Bio.Entrez`` parser, with every DTD coming from the
@@ -6,12 +7,13 @@ copies Biopython bundles: a run never downloads one (see :func:`entrez_read`).
 """
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import io
 import logging
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,10 +218,11 @@ class PubMedClient:
                  email: str | None = None, api_key: str | None = None,
                  session: requests.Session | None = None, batch_size: int = settings.EFETCH_BATCH_SIZE,
                  max_records: int = settings.MAX_RECORDS_PER_SOURCE,
-                 **http_kwargs: Any):
+                 probe_batch: int = settings.PROBE_BATCH_SIZE, **http_kwargs: Any):
         low, high = settings.RATE_LIMITS[SOURCE]
         self.http = HttpClient(SOURCE, base_url, rate=high if api_key else low, session=session, **http_kwargs)
         self.batch_size = batch_size
+        self.probe_batch = probe_batch
         self.max_records = max_records
         self.identity = {"tool": settings.TOOL_NAME}
         if email:
@@ -273,21 +276,66 @@ class PubMedClient:
             log.info("pubmed: efetch %d-%d of %d: %d records", start + 1, start + len(batch), len(pmids), len(page))
             yield page
 
+    def changed_since(self, pmids: Iterable[str], since: dt.date, until: dt.date) -> list[str]:
+        """Which of ``pmids`` PubMed modified between ``since`` and ``until`` (inclusive).
+
+        ``esearch`` over the ids as ``[uid]`` terms with a modification-date window
+        (``datetype=mdat``), :data:`settings.PROBE_BATCH_SIZE` ids per POST: ceil(K/200)
+        requests for K known works, however few changed.
+        """
+        wanted = sorted(set(pmids), key=int)
+        changed: list[str] = []
+        url = self.http.url("esearch.fcgi")
+        for start in range(0, len(wanted), self.probe_batch):
+            batch = wanted[start:start + self.probe_batch]
+            data = {"db": "pubmed", "term": " OR ".join(f"{p}[uid]" for p in batch), "datetype": "mdat",
+                    "mindate": since.strftime("%Y/%m/%d"), "maxdate": until.strftime("%Y/%m/%d"),
+                    "retmax": str(len(batch)), **self.identity}
+
+            def parse(response: requests.Response, body: bytes) -> list[str]:
+                record = entrez_read(body, url)
+                return [str(i) for i in record.get("IdList", [])]
+
+            changed.extend(self.http.post("esearch.fcgi", parse, data=data))
+        asked = set(wanted)
+        return [p for p in dict.fromkeys(changed) if p in asked]  # never trust an id we did not ask about
+
     def fetch_citing(self, review: ReviewConfig, known: KnownWorks, *,
                      max_records: int = settings.MAX_RECORDS_PER_SOURCE,
                      cached: dict[str, Any] | None = None) -> SourceResult:
-        """Citing works of ``review``; metadata is fetched only for PMIDs not already known."""
+        """Citing works of ``review``; metadata for new PMIDs and for known ones PubMed has changed.
+
+        Known works are not re-downloaded: one ``esearch`` per 200 of them finds those
+        modified since the last check (a retraction, a correction, new ids), and only
+        those are fetched again. A changed work the cited-by list no longer shows comes
+        back as a probe record: its fields are refreshed, but it is not reported.
+        """
         if not review.pmid:
             raise SourceError(SOURCE, self.http.url("elink.fcgi"), "the review has no pmid configured")
         citing = self.cited_by(review.pmid)
         log.info("pubmed: elink lists %d citing PMIDs for %s", len(citing), review.pmid)
+        listed = set(citing)
+        probe: dict[str, Any] | None = None
+        changed: list[str] = []
+        if known.since is not None and known.until is not None and known.pmids:
+            before = self.http.log.count
+            changed = self.changed_since(known.pmids, known.since, known.until)
+            probe = {"known": len(known.pmids), "since": known.since.isoformat(), "until": known.until.isoformat(),
+                     "requests": self.http.log.count - before, "changed": len(changed)}
+            log.info("pubmed: %d of %d known works changed since %s (%d esearch requests)", len(changed),
+                     len(known.pmids), known.since, probe["requests"])
+        refetch = set(changed)
         new = [p for p in citing if p not in known.pmids]
+        wanted = new + [p for p in changed if p not in new]
         works: list[Work] = [Work(title=None, pmid=p, sources=[SOURCE], source_ids={SOURCE: p})
-                             for p in citing if p in known.pmids]
+                             for p in citing if p in known.pmids and p not in refetch]
         before = self.http.log.count
         with collector_paused():
-            for page in self.fetch_pages(new, max_records=max_records):
-                works.extend(from_pubmed(article) for article in page)
+            for page in self.fetch_pages(wanted, max_records=max_records):
+                for article in page:
+                    work = from_pubmed(article)
+                    work.probe = work.pmid not in listed
+                    works.append(work)
                 page.clear()
                 # What is left of the page is the parser's cycle: a pass over the young
                 # generation (this page's objects only) frees it.
@@ -296,5 +344,8 @@ class PubMedClient:
             source=SOURCE, works=works, listed=len(citing),
             metadata_requests=self.http.log.count - before,
             query={"elink": {"dbfrom": "pubmed", "db": "pubmed", "id": review.pmid, "linkname": CITEDIN},
-                   "efetch": {"db": "pubmed", "ids": len(new), "batch_size": self.batch_size}},
+                   "efetch": {"db": "pubmed", "ids": len(wanted), "batch_size": self.batch_size},
+                   **({"esearch": {"db": "pubmed", "datetype": "mdat", "ids": len(known.pmids),
+                                   "batch_size": self.probe_batch}} if probe else {})},
+            probe=probe,
         )

@@ -135,6 +135,39 @@ def test_client_fetches_only_unknown_pmids_in_batches():
         assert work.pmid != REVIEW["pmid"] and work.doi != REVIEW["doi"]
 
 
+def test_known_works_are_probed_by_modification_date_and_only_changed_ones_fetched():
+    papers = seed_corpus()
+    week = dt.date(2026, 11, 27), dt.date(2026, 12, 4)
+    for paper in papers:
+        paper.modified = dt.date(2026, 1, 1)
+    papers[3].modified = dt.date(2026, 12, 1)  # e.g. PubMed added "Retracted Publication"
+    papers[3].retracted = True
+    gone = papers[19]
+    gone.modified = dt.date(2026, 12, 4)  # changed, but PubMed's cited-by no longer lists it
+    known = KnownWorks(pmids=frozenset(p.pmid for p in papers[:15] + [gone]), since=week[0], until=week[1])
+    with FakeEutils(papers, review_pmids={REVIEW["pmid"]: papers[:19]}) as fake:
+        client = PubMedClient(fake.url, batch_size=200, probe_batch=10)
+        result = client.fetch_citing(REVIEW_CONF, known)
+    searches = [r for r in fake.requests if r.path.endswith("esearch.fcgi")]
+    assert len(searches) == 2  # 16 known PMIDs, 10 per esearch
+    assert all(r.method == "POST" and r.param("datetype") == "mdat" and r.param("mindate") == "2026/11/27"
+               and r.param("maxdate") == "2026/12/04" for r in searches)
+    assert result.probe == {"known": 16, "since": "2026-11-27", "until": "2026-12-04", "requests": 2, "changed": 2}
+    (efetch,) = [r for r in fake.requests if r.path.endswith("efetch.fcgi")]
+    assert sorted(efetch.param("id").split(",")) == sorted([p.pmid for p in papers[15:19]] + [papers[3].pmid,
+                                                                                             gone.pmid])
+    by_pmid = {w.pmid: w for w in result.works}
+    assert by_pmid[papers[3].pmid].is_retracted and not by_pmid[papers[3].pmid].probe  # listed: it reports
+    assert by_pmid[gone.pmid].title and by_pmid[gone.pmid].probe  # not listed: refreshed, not reported
+    assert by_pmid[papers[0].pmid].title is None  # unchanged known works are not fetched again
+
+
+def test_a_first_run_or_nothing_known_costs_no_probe():
+    with FakeEutils(seed_corpus()) as fake:
+        result = PubMedClient(fake.url).fetch_citing(REVIEW_CONF, KnownWorks(since=None, until=dt.date(2026, 12, 4)))
+    assert result.probe is None and not [r for r in fake.requests if r.path.endswith("esearch.fcgi")]
+
+
 def test_parsed_pages_are_freed_while_the_collector_is_paused(monkeypatch):
     """Mapping pauses the cyclic collector; each parsed page must still be freed once mapped."""
     from include.living_review.sources import pubmed
