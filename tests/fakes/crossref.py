@@ -1,4 +1,4 @@
-"""A stand-in for the Crossref REST API ``/works/{doi}`` endpoint.
+"""A stand-in for the Crossref REST API: ``/works/{doi}`` and the ``/works?filter=doi:…`` list.
 
 Responses follow the recorded cassettes (habanero, rcrossref): the
 ``{status, message-type: work, message-version, message}`` envelope, array-valued
@@ -118,6 +118,7 @@ class FakeCrossref(FakeApi):
         super().__init__(**kwargs)
         self.papers = papers
         self.cited_by = cited_by or {REVIEW["doi"]: papers}
+        self.single_requests = 0  # GET /works/{doi}, apart from the batched list requests
 
     def messages(self) -> dict[str, dict[str, Any]]:
         """Lowercased DOI -> ``message``, built per request so tests may edit papers."""
@@ -132,9 +133,12 @@ class FakeCrossref(FakeApi):
         return found
 
     def handle(self, request: Request) -> Response:
+        if request.path.rstrip("/") == "/works":
+            return self.work_list(request)
         if not request.path.startswith(PREFIX):
             return NOT_FOUND
         doi = unquote(request.path[len(PREFIX):]).lower()
+        self.single_requests += 1
         message = self.messages().get(doi)
         if message is None:
             return NOT_FOUND
@@ -143,3 +147,37 @@ class FakeCrossref(FakeApi):
                    "x-rate-limit-limit": "10" if polite else "5", "x-rate-limit-interval": "1s"}
         return Response(200, {"status": "ok", "message-type": "work", "message-version": "1.0.0",
                               "message": message}, headers=headers)
+
+    def work_list(self, request: Request) -> Response:
+        """``filter=doi:a,doi:b[,from-update-date:D]&rows=N&select=…``: the ``work-list`` envelope.
+
+        Repeated ``doi:`` filters are OR'ed, other filters AND'ed, as Crossref does; a
+        paper's update date is ``Paper.modified_on``.
+        """
+        import datetime as dt
+
+        dois, since = set(), None
+        for part in (request.param("filter") or "").split(","):
+            name, _, value = part.partition(":")
+            if name == "doi":
+                dois.add(value.lower())
+            elif name == "from-update-date":
+                since = dt.date.fromisoformat(value)
+        by_doi = {p.doi.lower(): p for p in self.papers if p.doi and "crossref" in p.visible_in}
+        messages = self.messages()
+        items = []
+        for doi in sorted(dois):
+            if doi not in messages:
+                continue
+            paper = by_doi.get(doi)
+            if since is not None and (paper is None or paper.modified_on < since):
+                continue
+            items.append(messages[doi])
+        select = [f for f in (request.param("select") or "").split(",") if f]
+        if select:
+            items = [{k: v for k, v in item.items() if k in select} for item in items]
+        rows = int(request.param("rows") or 20)
+        return Response(200, {"status": "ok", "message-type": "work-list", "message-version": "1.0.0",
+                              "message": {"facets": {}, "total-results": len(items), "items": items[:rows],
+                                          "items-per-page": rows, "query": {"start-index": 0,
+                                                                            "search-terms": None}}})

@@ -97,12 +97,20 @@ def test_six_sources_merged_with_health_checks(stack, runner):
     pubmed_n = coverage["pubmed"]["works"]
     assert f"PubMed {pubmed_n}" in text and f"union {expected_union}" in text
 
-    # -- 2. nothing new: no metadata requests, no digest ------------------------------
+    # -- 2. nothing new: no metadata requests, no digest; the update probes cost their minimum --
     for fake in stack.fakes.values():
         fake.requests.clear()
     runner.run(PIPELINE, WEEKS[1])
     assert [r for r in stack.fakes["pubmed"].requests if "efetch" in r.path] == []
-    assert stack.fakes["crossref"].requests == []
+    week1_rows = pq.read_table(layout(runner, WEEKS[0]).snapshot_file).to_pylist()
+    known_pmids = {r["pmid"] for r in week1_rows if r["pmid"] and r["title"]}
+    known_dois = {r["doi"] for r in week1_rows if r["doi"] and r["title"]}
+    probes = stack.fakes["pubmed"].requests_to("esearch")
+    assert len(probes) == -(-len(known_pmids) // 200) and all(r.param("datetype") == "mdat" for r in probes)
+    crossref = stack.fakes["crossref"].requests
+    assert len(crossref) == -(-len(known_dois) // 100)  # one list request per 100 known DOIs, nothing else
+    assert all(r.path == "/works" and r.param("filter").startswith(f"from-update-date:{WEEKS[0]}")
+               for r in crossref)
     assert stack.fakes["openalex"].requests_to("/works/doi:") == []  # the W-id came from last manifest
     manifest = json.loads(layout(runner, WEEKS[1]).manifest_file.read_text())
     assert all(manifest["sources"][s]["metadata_requests"] == 0 for s in LISTING)

@@ -127,18 +127,23 @@ def test_recorded_404_is_not_found_and_the_batch_goes_on(sleeps):
     assert (works[0].publication_year, works[0].publication_date) == (2014, dt.date(2014, 11, 10))
     assert works[0].authors == ["Kuschel T", "Reiss G"]
     assert report["not_found"] == ["10.1234/blblbl"] and report["invalid"] == ["blblbl"]
-    assert report["failed"] == {} and report["requests"] == 2 and len(fake.requests) == 2
+    # the cassette knows no list request: its 404 sends the batch's DOIs one by one
+    assert report["failed"] == {} and report["requests"] == 3 and len(fake.requests) == 3
 
 
 # -- client against the fake -----------------------------------------------------------
 
-def test_enrich_makes_one_polite_request_per_doi(papers, sleeps):
+def test_enrich_asks_in_polite_batches_of_doi_filters(papers, sleeps):
     dois = [p.doi for p in papers[:6]]
     with FakeCrossref(papers) as fake:
-        works, report = client(fake, sleeps, email="team@example.org").enrich(dois + [dois[0].upper()])
-    assert len(fake.requests) == len(dois) == report["requests"] == report["found"] == 6
-    assert all(r.param("mailto") == "team@example.org" for r in fake.requests)
-    assert [r.path for r in fake.requests] == [f"/works/{d.lower()}" for d in dois]
+        cr = client(fake, sleeps, email="team@example.org")
+        cr.batch_size = 4
+        works, report = cr.enrich(dois + [dois[0].upper()])
+    assert len(fake.requests) == report["requests"] == 2 and report["found"] == report["batched"] == 6
+    assert all(r.path == "/works" and r.param("mailto") == "team@example.org" for r in fake.requests)
+    assert [r.param("filter") for r in fake.requests] == [",".join(f"doi:{d.lower()}" for d in dois[:4]),
+                                                          ",".join(f"doi:{d.lower()}" for d in dois[4:])]
+    assert fake.requests[0].param("rows") == "4" and "reference" not in fake.requests[0].param("select").split(",")
     by_doi = {w.doi: w for w in works}
     for paper in papers[:6]:
         work = by_doi[paper.doi.lower()]
@@ -177,10 +182,20 @@ def test_dois_are_quoted_in_the_path(papers, sleeps):
     odd = "10.1002/(SICI)1097-4571(199806)49:8<693::AID-ASI4>3.0.CO;2-O"
     papers[0].doi = odd
     with FakeCrossref(papers) as fake:
+        fake.inject(Response(400, {"status": "failed"}))  # the list request is refused: the single GET follows
         works, _ = client(fake, sleeps).enrich([odd])
-    assert works[0].doi == odd.lower()
-    raw_path = fake.requests[0].path
+        assert works[0].doi == odd.lower()
+    raw_path = fake.requests[-1].path
     assert "%3C693%3A%3A" in raw_path and "<" not in raw_path
+
+
+def test_a_doi_with_a_comma_is_asked_on_its_own(papers, sleeps):
+    papers[0].doi = "10.1000/a,b"
+    with FakeCrossref(papers) as fake:
+        works, report = client(fake, sleeps).enrich([papers[0].doi, papers[1].doi])
+    assert sorted(w.doi for w in works) == sorted([papers[0].doi, papers[1].doi.lower()])
+    assert [r.path for r in fake.requests] == ["/works", "/works/10.1000/a%2Cb"]
+    assert fake.requests[0].param("filter") == f"doi:{papers[1].doi.lower()}"
 
 
 def test_hidden_papers_are_not_found(papers, sleeps):
@@ -193,20 +208,22 @@ def test_hidden_papers_are_not_found(papers, sleeps):
 def test_max_records_caps_the_requests(papers, sleeps):
     with FakeCrossref(papers) as fake:
         works, report = client(fake, sleeps).enrich([p.doi for p in papers[:10]], max_records=4)
-    assert len(fake.requests) == 4 and len(works) == 4 and report["skipped"] == 6
+    assert len(fake.requests) == 1 and len(works) == 4 and report["skipped"] == 6
 
 
 def test_429_with_retry_after_is_waited_out(papers, sleeps):
     with FakeCrossref(papers) as fake:
-        fake.inject(Response(429, "Too Many Requests", content_type="text/plain", headers={"Retry-After": "2"}),
-                    after=1)
+        fake.inject(Response(429, "Too Many Requests", content_type="text/plain", headers={"Retry-After": "2"}))
         works, report = client(fake, sleeps).enrich([p.doi for p in papers[:3]])
-    assert 2.0 in sleeps and len(works) == 3 and len(fake.requests) == 4
+    assert 2.0 in sleeps and len(works) == 3 and len(fake.requests) == 2
 
 
 def test_one_failing_doi_is_reported_and_the_rest_enriched(papers, sleeps):
     with FakeCrossref(papers) as fake:
-        fake.inject(Response(400, {"status": "failed", "message-type": "validation-failure"}), after=1)
+        # the list request is refused, so each DOI is asked alone; the second of those fails
+        fake.inject(Response(400, {"status": "failed", "message-type": "validation-failure"}), path_contains="/works")
+        fake.inject(Response(400, {"status": "failed", "message-type": "validation-failure"}),
+                    path_contains="/works/", after=1)
         works, report = client(fake, sleeps).enrich([p.doi for p in papers[:3]])
     assert list(report["failed"]) == [papers[1].doi.lower()] and "HTTP 400" in report["failed"][papers[1].doi.lower()]
     assert len(works) == 2
@@ -215,8 +232,10 @@ def test_one_failing_doi_is_reported_and_the_rest_enriched(papers, sleeps):
 def test_consecutive_failures_stop_the_batch(papers, sleeps):
     with FakeCrossref(papers) as fake:
         fake.inject(Response(401, {"status": "error", "message": "Unauthorized"}), times=100)
+        cr = client(fake, sleeps)
+        cr.batch_size = 1
         with pytest.raises(SourceError, match="in a row failed"):
-            client(fake, sleeps).enrich([p.doi for p in papers[:10]])
+            cr.enrich([p.doi for p in papers[:10]])
     assert len(fake.requests) == MAX_CONSECUTIVE_FAILURES
 
 
@@ -225,16 +244,30 @@ def test_an_html_404_is_a_failure_not_an_unknown_doi(papers, sleeps):
         fake.inject(Response(404, "<html><body>Not Found</body></html>", content_type="text/html"), times=100)
         with pytest.raises(SourceError, match="check the base URL"):
             client(fake, sleeps).enrich([p.doi for p in papers[:10]])
-    assert len(fake.requests) == MAX_CONSECUTIVE_FAILURES
+    assert len(fake.requests) == MAX_CONSECUTIVE_FAILURES  # the list request, then single ones, all failing
 
 
 def test_raw_contract_drift_stops_the_batch_naming_the_field(papers, sleeps):
     with FakeCrossref(papers) as fake:
-        fake.inject(Response(200, {"status": "ok", "message-type": "work", "message": {"doi": "10.1000/x",
-                                                                                      "title": ["T"]}}))
+        fake.inject(Response(200, {"status": "ok", "message-type": "work-list",
+                                   "message": {"items": [{"doi": "10.1000/x", "title": ["T"]}]}}))
         with pytest.raises(RawContractError) as caught:
             client(fake, sleeps).enrich([papers[0].doi])
-    assert caught.value.field_path == "message.DOI"
+    assert caught.value.field_path == "message.items[].DOI"
+
+
+def test_the_update_probe_asks_known_dois_changed_since_the_last_check(papers, sleeps):
+    for paper in papers:
+        paper.modified = dt.date(2026, 1, 1)
+    papers[4].retracted, papers[4].modified = True, dt.date(2026, 12, 2)  # Retraction Watch, via Crossref
+    with FakeCrossref(papers) as fake:
+        cr = client(fake, sleeps, email="team@example.org")
+        cr.batch_size = 8
+        works, probe = cr.changed_since([p.doi for p in papers], dt.date(2026, 11, 27), dt.date(2026, 12, 4))
+    assert [w.doi for w in works] == [papers[4].doi.lower()] and works[0].is_retracted
+    assert works[0].update_notices == [f"retraction:{notice_doi(papers[4]).lower()}"]
+    assert probe == {"known": 20, "since": "2026-11-27", "until": "2026-12-04", "requests": 3, "changed": 1}
+    assert all(r.param("filter").startswith("from-update-date:2026-11-27,doi:") for r in fake.requests)
 
 
 def test_fetch_citing_is_skipped():
