@@ -48,6 +48,8 @@ class Paper:
     language: str = "eng"
     retracted: bool = False
     corrected: bool = False  # an erratum/correction notice is linked to it
+    # Which sources show the retraction or correction (None: every source that can).
+    notices_in: set[str] | None = None
     preprint_doi: str | None = None  # for a published version: the DOI of its preprint
     # When the sources last changed its record (PubMed's mdat, Crossref's update date);
     # None: its publication date. Set it to today when a test retracts or corrects a paper.
@@ -55,9 +57,21 @@ class Paper:
     abstract: str = ""
     visible_in: set[str] = field(default_factory=lambda: set(ALL_SOURCES))
 
+    def retracted_in(self, source: str) -> bool:
+        return self.retracted and (self.notices_in is None or source in self.notices_in)
+
+    def corrected_in(self, source: str) -> bool:
+        return self.corrected and (self.notices_in is None or source in self.notices_in)
+
     @property
     def modified_on(self) -> dt.date:
         return self.modified or dt.date(self.year, self.month, self.day)
+
+    def modified_in(self, source: str) -> dt.date:
+        """When ``source`` last changed its record: a change limited to some sources leaves the others'."""
+        if self.notices_in is not None and source not in self.notices_in:
+            return dt.date(self.year, self.month, self.day)
+        return self.modified_on
 
     @property
     def pmc_number(self) -> str | None:

@@ -72,10 +72,10 @@ def work_message(paper: Paper, *, cites: list[str]) -> dict[str, Any]:
             message[key] = getattr(paper, key)
     if paper.pages:
         message["page"] = paper.pages
-    if paper.retracted:
+    if paper.retracted_in("crossref"):
         message["updated-by"] = [{"DOI": notice_doi(paper), "type": "retraction", "label": "Retraction",
                                   "source": "retraction-watch", "updated": date_parts(paper)}]
-    if paper.corrected:
+    if paper.corrected_in("crossref"):
         message.setdefault("updated-by", []).append({"DOI": f"{paper.doi}.correction", "type": "correction",
                                                     "label": "Correction", "source": "publisher",
                                                     "updated": date_parts(paper)})
@@ -128,7 +128,7 @@ class FakeCrossref(FakeApi):
                 continue
             cites = [review for review, citers in self.cited_by.items() if any(c is paper for c in citers)]
             found[paper.doi.lower()] = work_message(paper, cites=cites)
-            if paper.retracted:
+            if paper.retracted_in("crossref"):
                 found[notice_doi(paper).lower()] = notice_message(paper)
         return found
 
@@ -170,7 +170,7 @@ class FakeCrossref(FakeApi):
             if doi not in messages:
                 continue
             paper = by_doi.get(doi)
-            if since is not None and (paper is None or paper.modified_on < since):
+            if since is not None and (paper is None or paper.modified_in("crossref") < since):
                 continue
             items.append(messages[doi])
         select = [f for f in (request.param("select") or "").split(",") if f]

@@ -56,7 +56,7 @@ def core_record(paper: Paper) -> dict[str, Any]:
     source, rid = record_id(paper)
     date = f"{paper.year:04d}-{paper.month:02d}-{paper.day:02d}"
     pub_types = list(paper.pub_types)
-    if paper.retracted and "Retracted Publication" not in pub_types:
+    if paper.retracted_in("europepmc") and "Retracted Publication" not in pub_types:
         pub_types.insert(0, "Retracted Publication")
     record: dict[str, Any] = {"id": rid, "source": source}
     if paper.pmid:
@@ -94,11 +94,11 @@ def core_record(paper: Paper) -> dict[str, Any]:
     record.update({"publicationStatus": "epublish", "language": paper.language, "pubModel": "Electronic",
                    "pubTypeList": {"pubType": pub_types}})
     notices = []
-    if paper.retracted:
+    if paper.retracted_in("europepmc"):
         notices.append({"source": "MED", "id": str(int(paper.pmid or "1") + 1),
                         "reference": f"{paper.journal_abbrev}. {paper.year + 1}. Retraction notice.",
                         "type": "Retraction in", "orderIn": len(notices) + 1})
-    if paper.corrected:
+    if paper.corrected_in("europepmc"):
         notices.append({"source": "MED", "id": str(int(paper.pmid or "1") + 2),
                         "reference": f"{paper.journal_abbrev}. {paper.year + 1}. Erratum.",
                         "type": "Erratum in", "orderIn": len(notices) + 1})

@@ -20,6 +20,11 @@ PUBMED_HEAD = ('<?xml version="1.0" ?>\n<!DOCTYPE PubmedArticleSet PUBLIC "-//NL
                'January 2025//EN" "https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd">\n')
 
 
+def notice_pmid(paper: Paper) -> str:
+    """The PMID of a paper's retraction notice (made up: the paper's own PMID with a 9 in front)."""
+    return f"9{paper.pmid}"[:10]
+
+
 def pubmed_article_xml(paper: Paper) -> str:
     """One ``<PubmedArticle>`` as efetch returns it."""
     e = escape
@@ -27,7 +32,7 @@ def pubmed_article_xml(paper: Paper) -> str:
         f'<Author ValidYN="Y"><LastName>{e(family)}</LastName><ForeName>{e(initials)}</ForeName>'
         f"<Initials>{e(initials)}</Initials></Author>" for family, initials in paper.authors)
     pub_types = "".join(f'<PublicationType UI="D016428">{e(t)}</PublicationType>' for t in paper.pub_types)
-    if paper.retracted and "Retracted Publication" not in paper.pub_types:
+    if paper.retracted_in("pubmed") and "Retracted Publication" not in paper.pub_types:
         pub_types += '<PublicationType UI="D016441">Retracted Publication</PublicationType>'
     ids = f'<ArticleId IdType="pubmed">{paper.pmid}</ArticleId>'
     if paper.doi:
@@ -38,6 +43,10 @@ def pubmed_article_xml(paper: Paper) -> str:
     issue = f"<Issue>{e(paper.issue)}</Issue>" if paper.issue else ""
     pages = f"<Pagination><MedlinePgn>{e(paper.pages)}</MedlinePgn></Pagination>" if paper.pages else ""
     doi_loc = f'<ELocationID EIdType="doi" ValidYN="Y">{e(paper.doi)}</ELocationID>' if paper.doi else ""
+    # PubMed links a retracted article to its retraction notice (a PubMed record of its own).
+    retraction_in = (f'<CommentsCorrections RefType="RetractionIn"><RefSource>{e(paper.journal_abbrev)}. '
+                     f'{paper.year}</RefSource><PMID Version="1">{notice_pmid(paper)}</PMID></CommentsCorrections>'
+                     if paper.retracted_in("pubmed") and paper.pmid else "")
     # The reference list cites the review itself: its ids must never leak into this work.
     references = (
         "<ReferenceList><Reference><Citation>Shalaby R, Agyapong V. Peer Support in Mental Health. "
@@ -65,7 +74,7 @@ def pubmed_article_xml(paper: Paper) -> str:
         f'<MedlineJournalInfo><MedlineTA>{e(paper.journal_abbrev)}</MedlineTA></MedlineJournalInfo>'
         '<CommentsCorrectionsList><CommentsCorrections RefType="Cites">'
         f'<RefSource>JMIR Ment Health. 2020</RefSource><PMID Version="1">{REVIEW["pmid"]}</PMID>'
-        "</CommentsCorrections></CommentsCorrectionsList>"
+        f"</CommentsCorrections>{retraction_in}</CommentsCorrectionsList>"
         "</MedlineCitation>"
         f'<PubmedData><PublicationStatus>epublish</PublicationStatus><ArticleIdList>{ids}</ArticleIdList>'
         f"{references}</PubmedData></PubmedArticle>")
@@ -122,7 +131,7 @@ class FakeEutils(FakeApi):
                             "datetype=mdat</ERROR></eSearchResult>", content_type="text/xml; charset=UTF-8")
         low, high = (dt.datetime.strptime(request.param(k), "%Y/%m/%d").date() for k in ("mindate", "maxdate"))
         by_pmid = {p.pmid: p for p in self.papers if p.pmid and "pubmed" in p.visible_in}
-        hits = [i for i in asked if i in by_pmid and low <= by_pmid[i].modified_on <= high]
+        hits = [i for i in asked if i in by_pmid and low <= by_pmid[i].modified_in("pubmed") <= high]
         ids = "".join(f"<Id>{i}</Id>" for i in hits)
         body = (ESEARCH_HEAD + f"<eSearchResult><Count>{len(hits)}</Count><RetMax>{len(hits)}</RetMax>"
                 f"<RetStart>0</RetStart><IdList>{ids}</IdList><TranslationSet/>"

@@ -100,7 +100,7 @@ def work_json(paper: Paper, *, cites: list[str] | None = None) -> dict[str, Any]
         "cited_by_count": 0,
         "biblio": {"volume": paper.volume, "issue": paper.issue, "first_page": first_page or None,
                    "last_page": last_page or first_page or None},
-        "is_retracted": paper.retracted,
+        "is_retracted": paper.retracted_in("openalex"),
         "is_paratext": False,
         "locations_count": 1,
         "locations": [location],
