@@ -23,7 +23,10 @@ PREPRINT, PUBLISHED = "preprint", "published"
 # Preprints.org, arXiv, ChemRxiv. 10.1101 is shared by bioRxiv/medRxiv (suffix starts with a
 # digit: 10.1101/2020.01.01.123456, 10.1101/123456) and Cold Spring Harbor's journals
 # (10.1101/gad..., 10.1101/gr...), so only the digit form counts.
-PREPRINT_DOI_PREFIXES = ("10.21203/", "10.2139/", "10.31234/", "10.31219/", "10.20944/", "10.48550/", "10.26434/")
+# Research Square, SSRN, PsyArXiv, OSF Preprints, Preprints.org, arXiv, ChemRxiv, JMIR Preprints
+# (JMIR's journals share its 10.2196 prefix, so the whole "preprints" path is the marker).
+PREPRINT_DOI_PREFIXES = ("10.21203/", "10.2139/", "10.31234/", "10.31219/", "10.20944/", "10.48550/", "10.26434/",
+                         "10.2196/preprints")
 _BIORXIV = re.compile(r"^10\.1101/\d")
 # Publication types that mark a preprint (Europe PMC, PubMed and OpenAlex "preprint",
 # Crossref "posted-content"), compared casefolded.

@@ -50,6 +50,7 @@ class Nodes:
         self.prev_ids: list[str | None] = []
         self.prev_first_seen: list[str] = []
         self.prev_scores: list[tuple[float | None, str | None]] = []
+        self.prev_evidence: list[tuple[str, ...]] = []
         prev_rows: list[Mapping[str, Any]] = []
         for row in previous:
             work, work_id, first_seen = previous_work(row)
@@ -57,6 +58,7 @@ class Nodes:
             self.prev_ids.append(work_id)
             self.prev_first_seen.append(first_seen)
             self.prev_scores.append((as_score(row.get("relevance")), as_text(row.get("relevance_reason"))))
+            self.prev_evidence.append(tuple(as_str_list(row.get("version_evidence"))))
             prev_rows.append(row)
         n, works = self.n, self.works
         # A record's reporting source; previous rows have none of their own.

@@ -163,9 +163,10 @@ class RowBuilder:
     and that now have a published one.
     """
 
-    def __init__(self, nodes: Nodes, ranking: Ranking) -> None:
+    def __init__(self, nodes: Nodes, ranking: Ranking, linked: set[int] | frozenset[int] = frozenset()) -> None:
         self.nodes = nodes
         self.ranking = ranking
+        self.linked = linked  # nodes of groups the version linker joined
         self.versions_linked = 0
         self.preprints_published = 0
 
@@ -192,17 +193,23 @@ class RowBuilder:
                 found = by[order] = ranking.ordered(members, order, tiebreak, mixed)
             return found
 
+        # What is computed over this run's records alone is ordered by whether *they* mix
+        # versions: the previous row joining in must not reorder them (fixed point).
+        records_mixed = mixed and ranking.mixed(records)
+
         def best_id(fieldname: str, slot: int) -> str | None:
-            return next((ids[i][slot] for i in ordered(fieldname) if ids[i][slot]), None)
+            # This run's records first: a group that relations tied together can hold two ids
+            # of one kind, and the previous row (which carries one of them) must not tip the
+            # choice, or merging the output again would pick the other one.
+            in_records = ranking.ordered(records, PRECEDENCE[fieldname], tiebreak, records_mixed) if records else []
+            return next((ids[i][slot] for i in in_records if ids[i][slot]), None) or \
+                next((ids[i][slot] for i in ordered(fieldname) if ids[i][slot]), None)
 
         versions = self.versions(members)
         doi = self.doi(ordered("doi"), versions)
         pmid, pmcid = best_id("pmid", PMID), best_id("pmcid", PMCID)
         openalex_id, s2_paper_id = best_id("openalex_id", OPENALEX), best_id("s2_paper_id", S2)
         omid = best_id("omid", OMID)
-        # What is computed over this run's records alone is ordered by whether *they* mix
-        # versions: the previous row joining in must not reorder them (fixed point).
-        records_mixed = mixed and ranking.mixed(records)
         text = ordered("title")
         record_text = ([i for i in text if i < n] if records_mixed == mixed
                        else ranking.ordered(records, _TEXT_ORDER, tiebreak, records_mixed))
@@ -276,6 +283,7 @@ class RowBuilder:
                          if any(works[i].abstract for i in members) else None),
             "update_notices": notices,
             "versions": versions,
+            "version_evidence": self.version_evidence(members, versions),
             "relevance": relevance,
             "relevance_reason": reason,
             "omid": omid,
@@ -316,6 +324,18 @@ class RowBuilder:
         if len(out) > 1:
             out.sort(key=lambda v: (v["date"] is None, v["date"] or dt.date.min, v["id"]))
         return out
+
+    def version_evidence(self, members: list[int], versions: list[dict[str, Any]]) -> list[str]:
+        """What ties a work's versions together (``docs/merge-rules.md``, rule 5): empty for one version."""
+        if len(versions) < 2:
+            return []
+        nodes = self.nodes
+        n = nodes.n
+        found = {e for i in members if i >= n for e in nodes.prev_evidence[i - n]}
+        found.update(f"relation:{nodes.src[i] or 'unknown'}" for i in members if i < n and nodes.related[i])
+        if any(i in self.linked for i in members):
+            found.add("title-author-year")
+        return sorted(found) or ["shared-id"]
 
     def doi(self, ordered: list[int], versions: list[dict[str, Any]]) -> str | None:
         """The citable DOI: a published version's, from the best source that carries one."""

@@ -19,7 +19,7 @@ from include.living_review.storage.history import committed_rows, portfolio_rows
 log = logging.getLogger(__name__)
 # Without the raw payloads: validate looks up only the quarantined rows' ones.
 MERGE_INPUT_COLUMNS = [name for name in STAGED_SCHEMA.names if name != "raw"]
-_LIST_COLUMNS = ("authors", "publication_types", "sources", "update_notices", "versions")
+_LIST_COLUMNS = ("authors", "publication_types", "sources", "update_notices", "versions", "version_evidence")
 
 
 def merge_sources(ctx: RunContext, *, with_enrichment: bool = False) -> dict[str, Any]:

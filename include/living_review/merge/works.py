@@ -43,6 +43,7 @@ from typing import Any
 from include.living_review.merge.fuzzy import FuzzyJoiner
 from include.living_review.merge.idgraph import IdGraph
 from include.living_review.merge.nodes import Nodes
+from include.living_review.merge.versions import VersionLinker
 from include.living_review.merge.rows import Ranking, RowBuilder
 from include.living_review.records import Work
 
@@ -79,9 +80,12 @@ def _merge(nodes: Nodes) -> MergeResult:
     ranking = Ranking(nodes)
     graph = IdGraph.from_nodes(nodes, ranking.tiebreak)
     id_seconds = time.perf_counter() - started
-    joins = FuzzyJoiner(graph, nodes.works, ranking.text_fields).join()
+    fuzzy = FuzzyJoiner(graph, nodes.works, ranking.text_fields)
+    joins = fuzzy.join()
+    linker = VersionLinker(graph, nodes, fuzzy)
+    version_links = linker.link()
 
-    builder = RowBuilder(nodes, ranking)
+    builder = RowBuilder(nodes, ranking, linker.linked)
     rows: list[dict[str, Any]] = []
     dropped = 0
     for members in graph.groups.values():
@@ -95,6 +99,7 @@ def _merge(nodes: Nodes) -> MergeResult:
         rows.append(row)
     rows.sort(key=lambda r: r["work_id"])
     stats = _stats(nodes, rows, graph.matched_by_id, joins, dropped, builder)
+    stats["versions_linked_by_title"] = version_links
     log.info("merge: %d records + %d previous rows -> %d works (%d new, %d not reported this run); "
              "%d records matched by id, %d fuzzy joins, %d previous works merged, %d records without id "
              "dropped; %d works with several versions, %d preprints now published; %.2fs (ids %.2fs)",

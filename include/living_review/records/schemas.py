@@ -40,9 +40,10 @@ CITING_WORKS_SCHEMA = pa.schema([
     pa.field("abstract", pa.string()),
     pa.field("update_notices", pa.list_(pa.string())),
     pa.field("versions", pa.list_(VERSION_TYPE)),
+    pa.field("version_evidence", pa.list_(pa.string())),
     pa.field("relevance", pa.float32()),
     pa.field("relevance_reason", pa.string()),
-], metadata={"contract": "living-review citing_works v3"})
+], metadata={"contract": "living-review citing_works v4"})
 
 QUARANTINE_SCHEMA = pa.schema([
     pa.field("work_id", pa.string()),
@@ -59,7 +60,8 @@ QUARANTINE_SCHEMA = pa.schema([
 # null here (OpenCitations lists ids only); the merge and validation decide.
 STAGED_SCHEMA = pa.schema(
     [pa.field(f.name, f.type) for f in CITING_WORKS_SCHEMA
-     if f.name not in ("work_id", "first_seen", "last_reported", "versions", "relevance", "relevance_reason")]
+     if f.name not in ("work_id", "first_seen", "last_reported", "versions", "version_evidence", "relevance",
+                       "relevance_reason")]
     + [pa.field("omid", pa.string()), pa.field("related_dois", pa.list_(pa.string())),
        pa.field("is_preprint", pa.bool_()), pa.field("probe", pa.bool_()), pa.field("raw", pa.string())]
 )

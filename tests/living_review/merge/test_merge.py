@@ -657,9 +657,31 @@ def test_an_explicit_relation_joins_two_records_of_one_source():
                    publication_types=["posted-content"], related_dois=[ARTICLE_DOI])
     article = rec("crossref", doi=ARTICLE_DOI, title=PP_TITLE, authors=["Xu R"], publication_year=2025,
                   publication_types=["journal-article"])
-    assert len(merge_works([replace(preprint, related_dois=[]), article]).works) == 2  # the title rule alone
+    # without the relation the version rule joins them by title, first author and year
+    [by_title] = merge_works([replace(preprint, related_dois=[]), article]).works
+    assert by_title["doi"] == ARTICLE_DOI and by_title["version_evidence"] == ["title-author-year"]
     [row] = merge_works([preprint, article]).works
     assert row["doi"] == ARTICLE_DOI and row["source_ids"] == {"crossref": ARTICLE_DOI}
+    assert row["version_evidence"] == ["relation:crossref"]
+
+
+def test_two_ids_of_one_kind_in_a_group_keep_their_choice_when_merged_again():
+    """Found by Hypothesis: relations tie two OpenCitations records (two OMIDs) into one work; the
+    previous row carrying one of them must not tip the choice when the output is merged again."""
+    title, day = "Peer support for young people with depression in primary care: a randomised controlled trial", \
+        dt.date(2019, 1, 1)
+    common = {"title": title, "publication_year": 2019, "publication_date": day}
+    records = [Work(pmcid="PMC500", sources=["pubmed"], source_ids={"pubmed": "pu0"}, **common),
+               Work(pmcid="PMC500", omid="br/060", sources=["opencitations"], source_ids={"opencitations": "op0"},
+                    **common),
+               Work(sources=["pubmed"], source_ids={"pubmed": "pu0"}, **common),
+               Work(doi="10.1000/p1", omid="br/061", publication_types=["Preprint"], sources=["opencitations"],
+                    source_ids={"opencitations": "op1"}, **common),
+               Work(sources=["pubmed"], source_ids={"pubmed": "pu0"}, related_dois=["10.1000/p0"], **common),
+               Work(sources=["pubmed"], source_ids={"pubmed": "pu0"}, related_dois=["10.1000/p1"], **common)]
+    first = merge_works(records)
+    again = merge_works(records, as_previous(first.works))
+    assert [(r["work_id"], r["omid"]) for r in again.works] == [(r["work_id"], r["omid"]) for r in first.works]
 
 
 def test_version_kinds():
