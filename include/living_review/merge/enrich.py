@@ -70,12 +70,15 @@ def enrich_metadata(ctx: RunContext, client: Any | None) -> dict[str, Any]:
     # cost seconds and a GB of memory for nothing.
     rows = read_parquet(ctx.staging.merged,
                         columns=["doi", "first_seen", "title", "journal", "publication_year"]).to_pylist()
-    new = [r for r in rows if r["doi"] and r["first_seen"] == ctx.run_ts]
+    base_rows = committed_rows(base_commit(ctx.layout), ["doi", "title", "versions"])
+    seen = {r["doi"] for r in base_rows if r["doi"]} | {v["id"] for r in base_rows for v in r["versions"] or []}
+    # New: a new work, or a known work whose DOI is new this run (a preprint's journal version
+    # the merge already tied to it): its Crossref relations and notices are asked for too.
+    new = [r for r in rows if r["doi"] and (r["first_seen"] == ctx.run_ts or r["doi"] not in seen)]
     lacking = {r["doi"] for r in new if not r["title"] or not r["journal"] or r["publication_year"] is None}
     new_dois = {r["doi"] for r in new}
     since = probe_since(ctx.layout)
-    known = sorted({r["doi"] for r in committed_rows(base_commit(ctx.layout), ["doi", "title"])
-                    if r["doi"] and r["title"]} - new_dois) if since is not None else []
+    known = sorted({r["doi"] for r in base_rows if r["doi"] and r["title"]} - new_dois) if since is not None else []
     stats: dict[str, Any] = {"source": CROSSREF, "status": "ok", "reason": None, "candidates": len(lacking),
                              "asked_new": len(new_dois), "enriched": 0, "requests": 0}
     stats_file = ctx.staging.enrichment_stats(CROSSREF)
