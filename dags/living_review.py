@@ -10,7 +10,8 @@ snapshot **Asset**, which triggers `living_review_digest__<review id>`.
 
 `begin_run` takes the run's lease on the review and date (a second run of the same
 date stops there, naming the holder) and settles what a killed run left;
-`end_run`, a teardown, releases it. A failed source fails its own `fetch_*` task;
+`end_run`, a teardown, releases it. `fetch_references` watches the review's own
+included studies for retractions and corrections. A failed source fails its own `fetch_*` task;
 the others still merge and publish, and the manifest marks the run `partial`.
 Publishing is one atomic commit. See `docs/operations.md`.
 """
@@ -52,6 +53,8 @@ def build_pipeline(review: ReviewConfig) -> DAG:
         fetches = [PythonOperator(task_id=f"fetch_{source}", python_callable=tasks.fetch,
                                   op_kwargs={**review_only, "source": source}, pool=settings.pool_for(source))
                    for source in review.sources]
+        references = PythonOperator(task_id="fetch_references", python_callable=tasks.references,
+                                    op_kwargs=review_only)
         merge = PythonOperator(task_id="merge", python_callable=tasks.merge, op_kwargs=review_only,
                                trigger_rule="all_done")
         enrich = PythonOperator(task_id="enrich", python_callable=tasks.enrich, op_kwargs=review_only,
@@ -60,7 +63,7 @@ def build_pipeline(review: ReviewConfig) -> DAG:
         publish = PythonOperator(task_id="publish_snapshot", python_callable=tasks.publish, outlets=[asset],
                                  op_kwargs={**review_only, "asset_name": asset.name, "asset_uri": asset.uri})
         end = PythonOperator(task_id="end_run", python_callable=tasks.end, op_kwargs=review_only)
-        begin >> fetches >> merge >> enrich >> validate >> publish >> end.as_teardown(setups=begin)
+        begin >> [*fetches, references] >> merge >> enrich >> validate >> publish >> end.as_teardown(setups=begin)
     return pipeline
 
 

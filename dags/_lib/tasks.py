@@ -28,6 +28,19 @@ def fetch(review_id: str, source: str, **context: Any) -> dict[str, Any]:
     return fetch_source(ctx, source, glue.client_for(source))
 
 
+def references(review_id: str, **context: Any) -> dict[str, Any]:
+    from dags._lib import glue
+    from include.living_review.references import fetch_references
+    from include.living_review.references.watch import REFERENCE_SOURCES
+
+    ctx = glue.run_context(review_id, context)
+    ctx.hold("fetch_references")
+    if not ctx.review.watch_included_studies:
+        return {"status": "skipped", "reason": "watch_included_studies is off"}
+    configured = [*ctx.review.sources, *ctx.review.enrich]
+    return fetch_references(ctx, {s: glue.client_for(s) for s in REFERENCE_SOURCES if s in configured})
+
+
 def merge(review_id: str, **context: Any) -> dict[str, Any]:
     from dags._lib import glue
     from include.living_review.pipeline import merge_sources

@@ -32,6 +32,7 @@ _FIXES = {
     "enrich": f"choose from {', '.join(ALL_ENRICHERS)}",
     "schedule": "use a cron preset such as @weekly or a cron expression",
     "frequency": "use 'every_run', 'daily' or 'weekly'",
+    "included_studies": "list DOIs (10.1000/xyz) or PubMed ids (\"12345678\"), one per item",
 }
 
 
@@ -67,6 +68,11 @@ class ReviewConfig(BaseModel):
     sources: list[SourceName] = Field(default_factory=lambda: ["pubmed"], min_length=1)
     # Services that add metadata to works the sources found, but list no citations of their own.
     enrich: list[EnricherName] = Field(default_factory=list)
+    # The review's included studies are watched for retractions and corrections: its reference
+    # list from the sources, plus these DOIs or PMIDs (for reviews whose list is not deposited).
+    watch_included_studies: bool = True
+    included_studies: list[str] = Field(default_factory=list)
+    included_studies_only: bool = False  # watch only the ids above, not the deposited reference list
     scope_keywords: list[str] = Field(default_factory=list)
     # The review's own abstract: the scope its citing works are scored against.
     abstract: str | None = None
@@ -130,6 +136,27 @@ class ReviewConfig(BaseModel):
     @property
     def dag_suffix(self) -> str:
         return self.id.replace("-", "_")
+
+    @field_validator("included_studies", mode="before")
+    @classmethod
+    def _included_ids(cls, value: object) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ValueError("must be a list of DOIs or PMIDs")
+        out = []
+        for item in value:
+            text = str(item).strip() if isinstance(item, (str, int)) else None
+            if text is None or len(text) > 300:
+                raise ValueError(f"{str(item)[:80]!r} is not a DOI or a PMID")
+            doi = normalize_doi(text)
+            if doi and DOI_RE.fullmatch(doi):
+                out.append(f"doi:{doi}")
+            elif PMID_RE.fullmatch(text.removeprefix("pmid:").strip()):
+                out.append(f"pmid:{text.removeprefix('pmid:').strip()}")
+            else:
+                raise ValueError(f"{text[:80]!r} is not a DOI or a PMID")
+        return list(dict.fromkeys(out))
 
     @model_validator(mode="after")
     def _has_ids(self) -> ReviewConfig:

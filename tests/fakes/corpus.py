@@ -78,6 +78,19 @@ class Paper:
         return self.pmcid[3:] if self.pmcid else None
 
 
+def included_studies(n: int = 6) -> list[Paper]:
+    """Studies the seed review cites (its reference list), each seen by every source."""
+    topics = ["peer support workers in community mental health teams", "peer-delivered recovery coaching",
+              "peer specialists in inpatient psychiatric care", "online peer support forums for depression",
+              "peer mentoring for people leaving prison", "peer-led groups for bipolar disorder",
+              "intentional peer support training outcomes", "peer support for carers of people with psychosis"]
+    return [Paper(title=f"A randomized trial of {topics[i % len(topics)]} (study {i + 1}).",
+                  authors=[("Reference", "A"), ("Author", "B")], journal_abbrev="Psychiatr Serv",
+                  journal="Psychiatric services", year=2010 + i, month=3, day=1, pmid=str(20_000_000 + i),
+                  doi=f"10.1176/ps.2010.{i:04d}", openalex_id=f"W20{i:08d}", pub_types=["Journal Article"])
+            for i in range(n)]
+
+
 _CITATION = re.compile(r"^(?P<abbrev>.+?)\.\s+(?P<year>\d{4});\s*(?P<rest>.*)$")
 
 

@@ -119,11 +119,16 @@ class FakeCrossref(FakeApi):
         self.papers = papers
         self.cited_by = cited_by or {REVIEW["doi"]: papers}
         self.single_requests = 0  # GET /works/{doi}, apart from the batched list requests
+        self.included: list[Paper] = []  # the seed review's reference list (its included studies)
 
     def messages(self) -> dict[str, dict[str, Any]]:
         """Lowercased DOI -> ``message``, built per request so tests may edit papers."""
         found: dict[str, dict[str, Any]] = {}
-        for paper in self.papers:
+        if self.included:  # the review itself, with its reference list
+            review = Paper(title=REVIEW["title"], authors=[("Shalaby", "R")], journal_abbrev="JMIR Ment Health",
+                           journal="JMIR Mental Health", year=2020, month=6, day=23, doi=REVIEW["doi"])
+            found[REVIEW["doi"]] = work_message(review, cites=[p.doi for p in self.included if p.doi])
+        for paper in [*self.papers, *self.included]:
             if "crossref" not in paper.visible_in or not paper.doi:
                 continue
             cites = [review for review, citers in self.cited_by.items() if any(c is paper for c in citers)]
@@ -163,7 +168,7 @@ class FakeCrossref(FakeApi):
                 dois.add(value.lower())
             elif name == "from-update-date":
                 since = dt.date.fromisoformat(value)
-        by_doi = {p.doi.lower(): p for p in self.papers if p.doi and "crossref" in p.visible_in}
+        by_doi = {p.doi.lower(): p for p in [*self.papers, *self.included] if p.doi and "crossref" in p.visible_in}
         messages = self.messages()
         items = []
         for doi in sorted(dois):

@@ -149,8 +149,20 @@ class FakeEuropePmc(FakeApi):
     def handle(self, request: Request) -> Response:
         if request.path.rstrip("/").endswith("/search"):
             return self.search(request)
+        if request.path.rstrip("/").endswith("/references"):
+            return self.references(request)
         return Response(404, "<html><body><h1>HTTP Status 404 – Not Found</h1></body></html>",
                         content_type="text/html;charset=utf-8")
+
+    def references(self, request: Request) -> Response:
+        """``/MED/<pmid>/references``: the seed review's reference list, as Europe PMC lists references."""
+        pmid = request.path.rstrip("/").split("/")[-2]
+        refs = [p for p in getattr(self, "included", []) if "europepmc" in p.visible_in] \
+            if pmid == REVIEW["pmid"] else []
+        listed = [{"id": p.pmid, "source": "MED", **({"doi": p.doi} if p.doi else {}), "title": p.title,
+                   "pubYear": p.year, "citationType": "JOURNAL ARTICLE"} for p in refs]
+        return Response(200, {"version": VERSION, "hitCount": len(listed), "request": {"id": pmid, "source": "MED"},
+                              "referenceList": {"reference": listed}})
 
     def search(self, request: Request) -> Response:
         query = request.param("query", "") or ""

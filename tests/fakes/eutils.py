@@ -25,8 +25,8 @@ def notice_pmid(paper: Paper) -> str:
     return f"9{paper.pmid}"[:10]
 
 
-def pubmed_article_xml(paper: Paper) -> str:
-    """One ``<PubmedArticle>`` as efetch returns it."""
+def pubmed_article_xml(paper: Paper, *, references: list[Paper] | None = None) -> str:
+    """One ``<PubmedArticle>`` as efetch returns it (``references``: its ReferenceList, default the seed review)."""
     e = escape
     authors = "".join(
         f'<Author ValidYN="Y"><LastName>{e(family)}</LastName><ForeName>{e(initials)}</ForeName>'
@@ -47,14 +47,21 @@ def pubmed_article_xml(paper: Paper) -> str:
     retraction_in = (f'<CommentsCorrections RefType="RetractionIn"><RefSource>{e(paper.journal_abbrev)}. '
                      f'{paper.year}</RefSource><PMID Version="1">{notice_pmid(paper)}</PMID></CommentsCorrections>'
                      if paper.retracted_in("pubmed") and paper.pmid else "")
-    # The reference list cites the review itself: its ids must never leak into this work.
-    references = (
-        "<ReferenceList><Reference><Citation>Shalaby R, Agyapong V. Peer Support in Mental Health. "
-        "JMIR Ment Health 2020.</Citation><ArticleIdList>"
-        f'<ArticleId IdType="doi">{REVIEW["doi"]}</ArticleId>'
-        f'<ArticleId IdType="pubmed">{REVIEW["pmid"]}</ArticleId>'
-        f'<ArticleId IdType="pmc">{REVIEW["pmcid"]}</ArticleId>'
-        "</ArticleIdList></Reference></ReferenceList>")
+    if references is None:
+        # The reference list cites the review itself: its ids must never leak into this work.
+        reference_list = (
+            "<ReferenceList><Reference><Citation>Shalaby R, Agyapong V. Peer Support in Mental Health. "
+            "JMIR Ment Health 2020.</Citation><ArticleIdList>"
+            f'<ArticleId IdType="doi">{REVIEW["doi"]}</ArticleId>'
+            f'<ArticleId IdType="pubmed">{REVIEW["pmid"]}</ArticleId>'
+            f'<ArticleId IdType="pmc">{REVIEW["pmcid"]}</ArticleId>'
+            "</ArticleIdList></Reference></ReferenceList>")
+    else:
+        reference_list = "<ReferenceList>" + "".join(
+            f"<Reference><Citation>{e(r.title)}</Citation><ArticleIdList>"
+            + (f'<ArticleId IdType="pubmed">{r.pmid}</ArticleId>' if r.pmid else "")
+            + (f'<ArticleId IdType="doi">{e(r.doi)}</ArticleId>' if r.doi else "")
+            + "</ArticleIdList></Reference>" for r in references) + "</ReferenceList>"
     return (
         '<PubmedArticle><MedlineCitation Status="PubMed-not-MEDLINE" Owner="NLM">'
         f'<PMID Version="1">{paper.pmid}</PMID>'
@@ -77,7 +84,15 @@ def pubmed_article_xml(paper: Paper) -> str:
         f"</CommentsCorrections>{retraction_in}</CommentsCorrectionsList>"
         "</MedlineCitation>"
         f'<PubmedData><PublicationStatus>epublish</PublicationStatus><ArticleIdList>{ids}</ArticleIdList>'
-        f"{references}</PubmedData></PubmedArticle>")
+        f"{reference_list}</PubmedData></PubmedArticle>")
+
+
+def review_article_xml(included: list[Paper]) -> str:
+    """The seed review's own record, whose ReferenceList is its included studies."""
+    review = Paper(title=REVIEW["title"], authors=[("Shalaby", "R"), ("Agyapong", "VIO")],
+                   journal_abbrev="JMIR Ment Health", journal="JMIR mental health", year=2020, month=6, day=23,
+                   pmid=REVIEW["pmid"], pmcid=REVIEW["pmcid"], doi=REVIEW["doi"], pub_types=["Journal Article", "Review"])
+    return pubmed_article_xml(review, references=included)
 
 
 class FakeEutils(FakeApi):
@@ -90,6 +105,7 @@ class FakeEutils(FakeApi):
         self.papers = papers
         # review PMID -> the papers that cite it; by default every paper cites the seed review.
         self.review_pmids = review_pmids
+        self.included: list[Paper] = []  # the seed review's own reference list (its included studies)
 
     def citers(self, pmid: str) -> list[Paper]:
         pool = self.review_pmids.get(pmid, []) if self.review_pmids is not None else (
@@ -130,7 +146,7 @@ class FakeEutils(FakeApi):
             return Response(200, ESEARCH_HEAD + "<eSearchResult><ERROR>the fake only answers [uid] terms with "
                             "datetype=mdat</ERROR></eSearchResult>", content_type="text/xml; charset=UTF-8")
         low, high = (dt.datetime.strptime(request.param(k), "%Y/%m/%d").date() for k in ("mindate", "maxdate"))
-        by_pmid = {p.pmid: p for p in self.papers if p.pmid and "pubmed" in p.visible_in}
+        by_pmid = {p.pmid: p for p in [*self.papers, *self.included] if p.pmid and "pubmed" in p.visible_in}
         hits = [i for i in asked if i in by_pmid and low <= by_pmid[i].modified_in("pubmed") <= high]
         ids = "".join(f"<Id>{i}</Id>" for i in hits)
         body = (ESEARCH_HEAD + f"<eSearchResult><Count>{len(hits)}</Count><RetMax>{len(hits)}</RetMax>"
@@ -143,7 +159,8 @@ class FakeEutils(FakeApi):
         if not wanted:
             return Response(200, '<?xml version="1.0" ?>\n<eFetchResult><ERROR>Empty id list - nothing todo'
                                  "</ERROR></eFetchResult>", content_type="text/xml; charset=UTF-8")
-        by_pmid = {p.pmid: p for p in self.papers if p.pmid}
-        articles = "".join(pubmed_article_xml(by_pmid[i]) for i in wanted if i in by_pmid)
+        by_pmid = {p.pmid: p for p in [*self.papers, *self.included] if p.pmid and "pubmed" in p.visible_in}
+        articles = "".join(review_article_xml(self.included) if i == REVIEW["pmid"] else pubmed_article_xml(by_pmid[i])
+                           for i in wanted if i in by_pmid or i == REVIEW["pmid"])
         return Response(200, PUBMED_HEAD + f"<PubmedArticleSet>{articles}</PubmedArticleSet>",
                         content_type="text/xml; charset=UTF-8")

@@ -155,6 +155,7 @@ class FakeOpenAlex(FakeApi):
         self.aliases = dict(SEED_ALIASES if aliases is None else aliases)
         self.api_keys = api_keys
         self.page_hook: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        self.included: list[Paper] = []  # the seed review's referenced_works (its included studies)
 
     def citers(self, work_id: str) -> list[Paper]:
         pool = self.review_works.get(work_id, []) if self.review_works is not None else (
@@ -197,6 +198,9 @@ class FakeOpenAlex(FakeApi):
             work_id = match.group(1).upper() if match else None
         reviews = set(self.review_works or {}) | set(self.aliases.values()) | {REVIEW["openalex_id"]}
         work: dict[str, Any] | None = review_work(work_id) if work_id in reviews else None
+        if work is not None and work_id == REVIEW["openalex_id"]:
+            work["referenced_works"] = [OPENALEX + p.openalex_id for p in self.included
+                                        if p.openalex_id and "openalex" in p.visible_in]
         for paper in self.papers if work is None else []:
             if "openalex" in paper.visible_in and (
                     (work_id and paper.openalex_id == work_id)
@@ -209,10 +213,25 @@ class FakeOpenAlex(FakeApi):
         selected = self._select(request, work)
         return selected if isinstance(selected, Response) else Response(200, selected)
 
+    def by_ids(self, request: Request, wanted: list[str]) -> Response:
+        pool = {p.openalex_id: p for p in [*self.papers, *self.included] if p.openalex_id and "openalex" in p.visible_in}
+        results = []
+        for wid in wanted:
+            if wid in pool:
+                selected = self._select(request, work_json(pool[wid]))
+                if isinstance(selected, Response):
+                    return selected
+                results.append(selected)
+        return Response(200, {"meta": {"count": len(results), "db_response_time_ms": 5, "page": 1,
+                                       "per_page": len(wanted), "next_cursor": None, "groups_count": None},
+                              "results": results, "group_by": []})
+
     def works(self, request: Request) -> Response:
         cited: list[str] = []
         for clause in (request.param("filter") or "").split(","):
             name, _, value = clause.partition(":")
+            if name.strip() == "openalex":  # works by id: filter=openalex:W1|W2
+                return self.by_ids(request, [part.strip().upper() for part in value.split("|") if part.strip()])
             if name.strip() == "cites":
                 for part in value.split("|"):
                     match = _WORK_ID.match(part.strip())

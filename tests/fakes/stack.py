@@ -31,6 +31,7 @@ class LocalStack:
     def __init__(self, papers: list[Paper], *, sources: tuple[str, ...] = tuple(FAKES),
                  smtp: bool = True, slack: bool = True, fake_kwargs: dict[str, dict[str, Any]] | None = None):
         self.papers = papers
+        self.included: list[Paper] = []
         self.fakes: dict[str, Any] = {}
         for source in sources:
             module_name, _, class_name = FAKES[source][1].partition(":")
@@ -55,6 +56,12 @@ class LocalStack:
             self.smtp.stop()
         if self.slack:
             self.slack.stop()
+
+    def set_included(self, included: list[Paper]) -> None:
+        """The seed review's reference list (its included studies), as every fake serves it."""
+        self.included = included
+        for fake in self.fakes.values():
+            fake.included = included
 
     def set_papers(self, papers: list[Paper]) -> None:
         """Serve a different corpus from now on (e.g. one new citing paper next week)."""

@@ -284,6 +284,22 @@ def _notice_links(row: Mapping[str, Any], kinds: Sequence[str]) -> tuple[Link, .
     return tuple(link for _, link in sorted(found, key=lambda pair: pair[0]))
 
 
+def included_items(rows: Sequence[Mapping[str, Any]]) -> list[DigestItem]:
+    """The included studies with new notices: retracted first, each with its notices linked."""
+    items = []
+    for row in rows:
+        item = to_item(row)
+        kinds = set(row.get("reference_events") or [])
+        badges = item.badges
+        if "reference_retracted" in kinds or row.get("is_retracted"):
+            badges = _with_badge(badges, RETRACTED)
+        if kinds & {"reference_corrected", "reference_concern"}:
+            badges = _with_badge(badges, CORRECTED)
+        items.append(replace(item, badges=badges, reason="", found_by=(),
+                             notices=_notice_links(row, ("retraction", "correction", "expression_of_concern"))))
+    return sorted(_unique(items), key=lambda item: (not item.retracted, item.work_id))
+
+
 def _with_badge(badges: tuple[str, ...], badge: str) -> tuple[str, ...]:
     """``badges`` with ``badge`` added: Retracted first, then Corrected, then the type badges."""
     if badge in badges:
@@ -355,7 +371,7 @@ def build_digest(review: ReviewConfig, snapshot_date: dt.date | str, new_works: 
                  retracted: Sequence[Mapping[str, Any]] = (),
                  corrected: Sequence[Mapping[str, Any]] = (),
                  previously_announced: Mapping[str, dt.date | str] | None = None,
-                 key: str | None = None) -> Digest:
+                 key: str | None = None, included: Sequence[Mapping[str, Any]] = ()) -> Digest:
     """Render the digest of ``new_works`` (all works on a ``baseline`` run) and this window's events.
 
     ``published``, ``retracted`` and ``corrected`` are snapshot rows of the works with a
@@ -377,6 +393,7 @@ def build_digest(review: ReviewConfig, snapshot_date: dt.date | str, new_works: 
                                              for row in published if str(row.get("work_id") or "") not in new_ids]))
     updates = _update_items(retracted, corrected, announced)
     flagged = [item for item in updates if item.flagged]
+    studies = included_items(included)
     events = tuple(sorted(_event_ids("published", published) | _event_ids("retracted", retracted)
                           | _event_ids("corrected", corrected)))
     key = key or idempotency_key(review.id, snapshot_date, work_ids, events)
@@ -385,14 +402,19 @@ def build_digest(review: ReviewConfig, snapshot_date: dt.date | str, new_works: 
     split = any(item.relevance is not None for item in items)
     likely = [i for i in shown if i.relevance is not None and i.relevance >= threshold] if split else []
     others = shown[len(likely):] if split else []  # by_relevance puts the likely ones first
-    is_empty = not (count or published_items or updates)
+    is_empty = not (count or published_items or updates or studies)
     union = total_works if union is None else union
     title = clean(review.title, 200)
     week = week_of(snapshot_date).isoformat()
 
     n_retracted = sum(1 for item in updates if item.retracted)
     n_corrected = len(updates) - n_retracted
+    n_studies_retracted = sum(1 for item in studies if item.retracted)
     event_parts = [part for part in (
+        _plural(n_studies_retracted, "included study retracted", "included studies retracted")
+        if n_studies_retracted else "",
+        _plural(len(studies) - n_studies_retracted, "included study corrected", "included studies corrected")
+        if len(studies) > n_studies_retracted else "",
         f"{n_retracted} retracted" if n_retracted else "",
         f"{n_corrected} corrected" if n_corrected else "",
         f"{len(published_items)} now published" if published_items else "") if part]
@@ -432,6 +454,9 @@ def build_digest(review: ReviewConfig, snapshot_date: dt.date | str, new_works: 
         "published": published_items,
         "updates": updates,
         "flagged": flagged,
+        "included": studies,
+        "included_heading": (f"{_plural(len(studies), 'study', 'studies')} included in this review "
+                             f"{'was' if len(studies) == 1 else 'were'} retracted or corrected"),
         "flag_heading": (f"{_plural(len(flagged), 'retraction', 'retractions')} of "
                          f"{'a paper' if len(flagged) == 1 else 'papers'} you were told about"),
         "coverage": coverage_line(coverage or {}, union),

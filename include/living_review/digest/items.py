@@ -15,7 +15,8 @@ RETRACTED = "Retracted"
 CORRECTED = "Corrected"
 DEFAULT_LIKELY_RELEVANT_THRESHOLD = 0.35  # used only when settings has no LIKELY_RELEVANT_THRESHOLD
 REASON_LIMIT = 300
-NOTICE_LABELS = {"retraction": "Retraction notice", "correction": "Correction notice"}
+NOTICE_LABELS = {"retraction": "Retraction notice", "correction": "Correction notice",
+                 "expression_of_concern": "Expression of concern"}
 
 TITLE_LIMIT = 500
 SLACK_TITLE_LIMIT = 300

@@ -38,7 +38,8 @@ from include.living_review.storage import Layout, committed_dates, committed_man
 log = logging.getLogger(__name__)
 FREQUENCY_DAYS = {"every_run": 0, "daily": 1, "weekly": 7}
 # The event kinds a digest announces; `updated` and `no_longer_reported` stay in the log only.
-ANNOUNCED_KINDS = ("added", "retracted", "corrected", "preprint_published")
+REFERENCE_KINDS = ("reference_retracted", "reference_corrected", "reference_concern")
+ANNOUNCED_KINDS = ("added", "retracted", "corrected", "preprint_published", *REFERENCE_KINDS)
 
 
 @dataclass
@@ -189,9 +190,12 @@ def _channel_digest(review: ReviewConfig, layout: Layout, manifest: dict[str, An
                     ledger: DeliveryLedger, baseline: bool, uncommitted: list[dt.date]) -> ChannelPlan:
     kinds: dict[str, list[str]] = {kind: [] for kind in ANNOUNCED_KINDS}
     for event in pending:
+        if event["kind"] in REFERENCE_KINDS:
+            continue  # about the review's own included studies, not its citing works
         if event["work_id"] in by_id and event["work_id"] not in kinds[event["kind"]]:
             kinds[event["kind"]].append(event["work_id"])
     new_rows = rows if baseline else [by_id[w] for w in kinds["added"]]
+    included = _included_rows(layout, [e for e in pending if e["kind"] in REFERENCE_KINDS])
     sections = {kind: [by_id[w] for w in sorted(kinds[kind])] for kind in ("retracted", "corrected",
                                                                             "preprint_published")}
     event_ids = tuple(e["event_id"] for e in pending)
@@ -206,9 +210,28 @@ def _channel_digest(review: ReviewConfig, layout: Layout, manifest: dict[str, An
     digest = build_digest(review, layout.snapshot_date, new_rows, total_works=len(rows), coverage=coverage,
                           union=union, warnings=warnings_for(manifest, uncommitted), links=links, baseline=baseline,
                           published=sections["preprint_published"], retracted=sections["retracted"],
-                          corrected=sections["corrected"], previously_announced=announced, key=key)
+                          corrected=sections["corrected"], previously_announced=announced, key=key,
+                          included=included)
     latency = None if baseline else latency_days(new_rows, layout.snapshot_date)
     return ChannelPlan(channel, digest, "ready", event_ids, baseline, latency=latency)
+
+
+def _included_rows(layout: Layout, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The included studies the pending reference events are about, each with its event kinds."""
+    if not events:
+        return []
+    from include.living_review.references import committed_included
+
+    studies = {r["work_id"]: r for r in committed_included(layout)}
+    out: dict[str, dict[str, Any]] = {}
+    for event in events:
+        row = out.get(event["work_id"])
+        if row is None:
+            base = studies.get(event["work_id"]) or {"work_id": event["work_id"], "title": event["title"],
+                                                     "doi": event["doi"], "update_notices": []}
+            row = out[event["work_id"]] = {**base, "reference_events": []}
+        row["reference_events"].append(event["kind"])
+    return list(out.values())
 
 
 def announced_on(ledger: DeliveryLedger, channel: str, pending_retracted: Sequence[str]) -> dict[str, str]:

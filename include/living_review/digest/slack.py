@@ -125,6 +125,16 @@ def slack_payload(context: Mapping[str, Any], count: int) -> dict[str, Any]:
     review = slack_escape(context["review_title"])
     review_link = f"<{_slack_url(context['review_url'])}|{review}>" if context["review_url"] else review
     blocks: list[dict[str, Any]] = []
+    included: list[DigestItem] = context.get("included") or []
+    if included:  # the review's own included studies come before everything else
+        lines = []
+        for item in included:
+            title = slack_escape(clean(item.title, SLACK_TITLE_LIMIT))
+            notices = "; ".join(f"{slack_escape(link.label)}: {_slack_link(link.url, slack_escape(link.target))}"
+                                for link in item.notices)
+            lines.append(f"• *{'Retracted' if item.retracted else 'Corrected'} (an included study):* "
+                         f"{_slack_link(item.url, title)}" + (f" — {notices}" if notices else ""))
+        blocks += _packed(lines, first=f":rotating_light: *{slack_escape(context['included_heading'])}*")
     flagged: list[DigestItem] = context["flagged"]
     if flagged:
         blocks += _packed([_slack_flag(item) for item in flagged],

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 _HOME = {
-    **dict.fromkeys(("CHANGES_SCHEMA", "CITING_WORKS_SCHEMA", "COVERAGE_SCHEMA", "EVENTS_SCHEMA", "MERGED_SCHEMA",
+    **dict.fromkeys(("CHANGES_SCHEMA", "CITING_WORKS_SCHEMA", "COVERAGE_SCHEMA", "EVENTS_SCHEMA", "INCLUDED_STUDIES_SCHEMA", "MERGED_SCHEMA",
                      "QUARANTINE_SCHEMA", "STAGED_SCHEMA", "VERSION_TYPE"), "schemas"),
     **dict.fromkeys(("WORK_FIELDS", "Work", "table_to_works", "works_to_table"), "work"),
 }

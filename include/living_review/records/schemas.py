@@ -109,3 +109,22 @@ EVENTS_SCHEMA = pa.schema([
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("run_timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
 ], metadata={"contract": "living-review events v1"})
+
+# references/review_id=<id>/snapshot_date=<date>/included_studies.parquet: the review's own
+# reference list (its included studies), merged with the same id rules, watched for notices.
+INCLUDED_STUDIES_SCHEMA = pa.schema([
+    pa.field("work_id", pa.string(), nullable=False),
+    pa.field("doi", pa.string()),
+    pa.field("pmid", pa.string()),
+    pa.field("pmcid", pa.string()),
+    pa.field("openalex_id", pa.string()),
+    pa.field("title", pa.string()),
+    pa.field("authors", pa.list_(pa.string())),
+    pa.field("journal", pa.string()),
+    pa.field("publication_year", pa.int32()),
+    pa.field("is_retracted", pa.bool_()),
+    pa.field("update_notices", pa.list_(pa.string())),
+    pa.field("sources", pa.list_(pa.string())),
+    pa.field("listed_by", pa.list_(pa.string())),
+    pa.field("first_seen", pa.timestamp("us", tz="UTC")),
+], metadata={"contract": "living-review included_studies v1"})

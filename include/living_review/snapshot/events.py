@@ -24,7 +24,8 @@ from include.living_review.records import EVENTS_SCHEMA
 from include.living_review.storage import Layout, committed_dates, committed_manifest, read_json, read_parquet
 
 log = logging.getLogger(__name__)
-EVENT_KINDS = ("added", "updated", "retracted", "corrected", "preprint_published", "no_longer_reported")
+EVENT_KINDS = ("added", "updated", "retracted", "corrected", "preprint_published", "no_longer_reported",
+               "reference_retracted", "reference_corrected", "reference_concern")
 
 
 def event_id(work_id: str, kind: str, subject: str) -> str:
@@ -35,6 +36,8 @@ def _subjects(change: dict[str, Any]) -> list[str]:
     """What one change-feed row is about; a row about several notices is one event per notice."""
     kind = change["change"]
     detail = json.loads(change["detail"]) if change.get("detail") else {}
+    if kind.startswith("reference_"):  # included studies: the notice (or "retraction", once per study)
+        return [str(detail.get("subject") or kind)]
     if kind == "added":
         return [""]
     if kind == "corrected":

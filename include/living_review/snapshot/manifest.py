@@ -60,5 +60,6 @@ def build_manifest(ctx: RunContext, *, base: Layout | None, previous: Layout | N
         "event_files": event_files,
         "paths": {"snapshot": str(layout.snapshot_file), "quarantine": str(layout.quarantine_file),
                   "changes": str(layout.changes_file), "coverage": str(layout.coverage_file),
-                  "events": str(layout.events_dir), "data_docs": validation.get("data_docs")},
+                  "events": str(layout.events_dir), "references": str(layout.references_file),
+                  "data_docs": validation.get("data_docs")},
     }

@@ -10,7 +10,8 @@ import pyarrow as pa
 from include.living_review import settings
 from include.living_review.config import ALL_ENRICHERS
 from include.living_review.merge.portfolio import write_portfolio
-from include.living_review.records import CHANGES_SCHEMA, COVERAGE_SCHEMA
+from include.living_review.records import CHANGES_SCHEMA, COVERAGE_SCHEMA, INCLUDED_STUDIES_SCHEMA
+from include.living_review.references import committed_included, reference_changes
 from include.living_review.run import PublishBlocked, RunContext
 from include.living_review.snapshot.changes import CHANGE_COLUMNS, changes_between
 from include.living_review.snapshot.coverage import coverage_rows
@@ -55,6 +56,18 @@ def publish(ctx: RunContext) -> dict[str, Any]:
         changes = changes_between(previous_table, current, ctx.run_ts)
         news = changes if base == previous else changes_between(base_table, current, ctx.run_ts)
         commit_id = f"{ctx.layout.snapshot_date.isoformat()}T{ctx.run_ts:%H%M%S}-{uuid.uuid4().hex[:12]}"
+        # The included studies: this run's, else (the references task failed or is off) the base's again.
+        previous_included = committed_included(base)
+        if ctx.staging.references.exists():
+            included = read_parquet(ctx.staging.references)
+            references_stats = read_json(ctx.staging.references_stats, {}) or {}
+        else:
+            included = pa.Table.from_pylist(previous_included, schema=INCLUDED_STUDIES_SCHEMA)
+            references_stats = {"status": "skipped" if not ctx.review.watch_included_studies else "failed",
+                                "reason": "watching included studies is off for this review"
+                                if not ctx.review.watch_included_studies else
+                                "the fetch_references task did not finish; the previous list is kept"}
+        news = [*news, *reference_changes(previous_included, included.to_pylist())]
         events = events_from_changes(news, run_id=ctx.run_id, run_ts=ctx.run_ts)
         base_manifest = committed_manifest(base) if base else None
         event_files = list((base_manifest or {}).get("event_files", [])) if base == layout else []
@@ -76,6 +89,8 @@ def publish(ctx: RunContext) -> dict[str, Any]:
         merge = read_json(ctx.staging.merge_stats, {})
         validation = read_json(ctx.staging.validation, {})
         coverage = coverage_rows(ctx, rows, stats, {e: st for e, st in enrichment.items() if e in ctx.review.enrich})
+        if included.num_rows or previous_included:
+            files.append(("references", layout.references_file, parquet_writer(included)))
         files += [
             ("coverage", layout.coverage_file, parquet_writer(pa.Table.from_pylist(coverage, schema=COVERAGE_SCHEMA))),
             ("snapshot", layout.snapshot_file, parquet_writer(passed)),
@@ -87,6 +102,8 @@ def publish(ctx: RunContext) -> dict[str, Any]:
             changes=changes, events={kind: kinds.count(kind) for kind in sorted(set(kinds))},
             event_files=event_files, quarantined=rejected.num_rows, published=passed.num_rows,
             previous_count=previous_table.num_rows)
+        manifest["references"] = {**references_stats, "studies": included.num_rows,
+                                  "retracted": sum(1 for r in included.column("is_retracted").to_pylist() if r)}
         manifest = commit_run(layout, ctx.staging, files, manifest, commit_id=commit_id)
     try:
         write_portfolio(layout.data_dir)

@@ -160,6 +160,12 @@ class CrossrefClient:
 
         return self.http.get(path, parse, params=self.params, ok_statuses=frozenset({200, 404}))
 
+    def reference_list(self, doi: str) -> list[Work]:
+        """The works ``doi`` cites with a DOI (its deposited ``reference`` list): one ``GET /works/{doi}``."""
+        message = self.work(doi) or {}
+        dois = {normalize_doi(r.get("DOI")) for r in message.get("reference") or [] if isinstance(r, dict)}
+        return [Work(title=None, doi=d, sources=[SOURCE], source_ids={SOURCE: d}) for d in sorted(d for d in dois if d)]
+
     def works(self, dois: list[str], *, updated_since: dt.date | None = None) -> list[dict[str, Any]]:
         """The ``message`` items for ``dois``, ``batch_size`` DOIs per ``/works`` list request.
 

@@ -109,6 +109,14 @@ def from_europepmc(raw: dict[str, Any]) -> Work:
     )
 
 
+def from_europepmc_reference(raw: dict[str, Any]) -> Work:
+    """One entry of ``/{source}/{id}/references``: ids, title and year."""
+    source, rid = str(raw.get("source") or ""), str(raw.get("id") or "")
+    return Work(title=None, doi=normalize_doi(raw.get("doi")), pmid=normalize_pmid(rid) if source == "MED" else None,
+                pmcid=normalize_pmcid(rid) if source == "PMC" else None, publication_year=year_of(raw.get("pubYear")),
+                sources=[SOURCE], source_ids={SOURCE: f"{source}:{rid}"} if source and rid else {})
+
+
 class EuropePmcClient:
     """Europe PMC REST client: citing works of a PubMed id, as full records."""
 
@@ -123,6 +131,23 @@ class EuropePmcClient:
         self.identity = {"email": email} if email else {}
         self.version: str | None = None
         self.hit_count: int | None = None
+
+    def reference_list(self, pmid: str, *, page_size: int = 1000) -> list[Work]:
+        """The works a PubMed article cites, as Europe PMC lists them (``/MED/{pmid}/references``)."""
+        path = f"MED/{pmid}/references"
+        refs: list[Work] = []
+        page = 1
+        while True:
+            params = {"format": "json", "page": page, "pageSize": page_size, **self.identity}
+            body = self.http.get(path, lambda r, b: parse_json(SOURCE)(r, b), params=params)
+            if not isinstance(body, dict) or "errCode" in body:
+                raise BodyError(SOURCE, self.http.url(path), f"Europe PMC error in HTTP 200 body: {body!r}"[:300])
+            listed = ((body.get("referenceList") or {}).get("reference")) or []
+            refs.extend(w for w in (from_europepmc_reference(r) for r in listed if isinstance(r, dict))
+                        if w.doi or w.pmid or w.pmcid)
+            if len(listed) < page_size or page * page_size >= int(body.get("hitCount") or 0):
+                return refs
+            page += 1
 
     def _parse(self, response: requests.Response, body: bytes) -> dict[str, Any]:
         page = parse_json(SOURCE)(response, body)

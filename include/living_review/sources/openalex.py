@@ -144,6 +144,29 @@ class OpenAlexClient:
         log.info("openalex: review %s is %s", key, work_id)
         return work_id
 
+    def reference_list(self, review: ReviewConfig, *, work_id: str | None = None) -> list[Work]:
+        """The works ``review`` cites (its ``referenced_works``), with their metadata, 100 W-ids per request."""
+        if not self.api_key:
+            raise SourceSkipped(NO_KEY)
+        key = review_key(review)
+        path = f"{WORKS}/{quote(work_id or key, safe=':/()')}"
+        work = self.http.get(path, self._parse, params={"select": "id,ids,referenced_works", **self.identity})
+        check_raw_contract("openalex_work", work)
+        wanted = [w for w in (normalize_openalex_id(r) for r in work.get("referenced_works") or []) if w]
+        return self.works_by_ids(wanted)
+
+    def works_by_ids(self, work_ids: list[str]) -> list[Work]:
+        """Works by W-id (``filter=openalex:W1|W2…``, 100 per request): OpenAlex ORs the ids."""
+        works: list[Work] = []
+        for start in range(0, len(work_ids), 100):
+            batch = work_ids[start:start + 100]
+            params = {"filter": "openalex:" + "|".join(batch), "per_page": len(batch),
+                      "select": ",".join(SELECT_FIELDS), **self.identity}
+            page = self.http.get(WORKS, self._parse, params=params)
+            check_raw_contract(SOURCE, page)
+            works.extend(from_openalex(raw) for raw in page["results"])
+        return works
+
     def citing_pages(self, work_id: str, *, max_records: int = settings.MAX_RECORDS_PER_SOURCE
                      ) -> Iterator[list[dict[str, Any]]]:
         """Raw Work objects citing ``work_id``, one list per cursor page."""

@@ -276,6 +276,21 @@ class PubMedClient:
             log.info("pubmed: efetch %d-%d of %d: %d records", start + 1, start + len(batch), len(pmids), len(page))
             yield page
 
+    def reference_list(self, pmid: str) -> list[Work]:
+        """The works ``pmid`` cites (its ``ReferenceList``), as id-only records: one ``efetch``."""
+        refs: list[Work] = []
+        for page in self.fetch_pages([pmid]):
+            for article in page:
+                for block in article.get("PubmedData", {}).get("ReferenceList", []):
+                    for reference in block.get("Reference", []):
+                        ids = {str(a.attributes.get("IdType")): str(a) for a in reference.get("ArticleIdList", [])}
+                        work = Work(title=None, doi=normalize_doi(ids.get("doi")), pmid=normalize_pmid(ids.get("pubmed")),
+                                    pmcid=normalize_pmcid(ids.get("pmc")), sources=[SOURCE])
+                        if work.doi or work.pmid or work.pmcid:
+                            work.source_ids = {SOURCE: work.pmid} if work.pmid else {}
+                            refs.append(work)
+        return refs
+
     def changed_since(self, pmids: Iterable[str], since: dt.date, until: dt.date) -> list[str]:
         """Which of ``pmids`` PubMed modified between ``since`` and ``until`` (inclusive).
 

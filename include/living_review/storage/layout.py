@@ -7,6 +7,7 @@ columns ``review_id`` and ``snapshot_date`` from the path; ``docs/data-dictionar
     quarantine/review_id=<id>/snapshot_date=<date>/rejected.parquet
     changes/review_id=<id>/snapshot_date=<date>/changes.parquet
     events/review_id=<id>/snapshot_date=<date>/events-<commit>.parquet  (append-only)
+    references/review_id=<id>/snapshot_date=<date>/included_studies.parquet
     runs/review_id=<id>/snapshot_date=<date>/manifest.json, coverage.parquet
     runs/review_id=<id>/snapshot_date=<date>/digest.json               (what the digest did)
 
@@ -87,6 +88,10 @@ class Layout:
         return self.events_dir / f"events-{commit_id}.parquet"
 
     @property
+    def references_file(self) -> StoragePath:
+        return self._partition("references") / "included_studies.parquet"
+
+    @property
     def run_dir(self) -> StoragePath:
         return self._partition("runs")
 
@@ -104,7 +109,7 @@ class Layout:
 
     def published_partitions(self) -> list[StoragePath]:
         """Every published folder of this date (where a killed writer may leave temp files)."""
-        return [self._partition(t) for t in ("snapshots", "quarantine", "changes", "events", "runs")]
+        return [self._partition(t) for t in ("snapshots", "quarantine", "changes", "events", "references", "runs")]
 
     # -- internal ----------------------------------------------------------------
     @property
@@ -170,6 +175,14 @@ class Staging:
 
     def enrichment_stats(self, enricher: str) -> StoragePath:
         return self.dir / f"enrich={enricher}.json"
+
+    @property
+    def references(self) -> StoragePath:
+        return self.dir / "references.parquet"
+
+    @property
+    def references_stats(self) -> StoragePath:
+        return self.dir / "references.json"
 
     @property
     def merged(self) -> StoragePath:
