@@ -49,6 +49,24 @@ def summary_lines(review_id: str, snapshot_date: dt.date, data_dir: str | Path) 
     counts = manifest.get("counts", {})
     lines.append(f"  union {counts.get('published', 0)} works, {counts.get('new', 0)} new, "
                  f"{counts.get('quarantined', 0)} quarantined")
+    probes = [(source, stats["probe"]) for source, stats in manifest.get("sources", {}).items()
+              if isinstance(stats.get("probe"), dict)]
+    enrichment = manifest.get("enrichment") or {}
+    if isinstance(enrichment.get("probe"), dict):
+        probes.append((enrichment.get("source", "crossref"), enrichment["probe"]))
+    if probes:
+        lines.append("  probes     " + ", ".join(
+            f"{SOURCE_LABELS.get(source, source)} {probe.get('changed', 0)} of {probe.get('known', 0)} known changed"
+            f" ({probe.get('requests', 0)} req)" for source, probe in probes))
+    references = manifest.get("references") or {}
+    if references.get("status") == "ok":
+        lines.append(f"  included   {references.get('studies', 0)} studies watched, "
+                     f"{references.get('retracted', 0)} retracted")
+    elif references:
+        lines.append(f"  included   {str(references.get('status', '?')).upper()}: {references.get('reason')}")
+    events = manifest.get("events") or {}
+    if events:
+        lines.append("  events     " + ", ".join(f"{kind} {n}" for kind, n in sorted(events.items())))
     lines.append(f"  snapshot   {manifest['paths']['snapshot']}")
     if manifest["paths"].get("data_docs"):
         lines.append(f"  data docs  {manifest['paths']['data_docs']}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.fakes.corpus import REVIEW, Paper, seed_corpus
+from tests.fakes.corpus import REVIEW, Paper, included_studies, seed_corpus
 from tests.fakes.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,11 +61,16 @@ def demo_corpus() -> list[Paper]:
     return papers + extra
 
 
+# The preprint's journal version arrives with full metadata from PubMed, Europe PMC and
+# OpenAlex; no source holds a relation, so the version rule (title, first author, year)
+# links it and the digest says "Now published" instead of announcing a new paper.
 PUBLISHED_VERSION = Paper(
-    title="Peer mentoring and recovery capital among people who use drugs.",
+    title="Peer mentoring and recovery capital among people who use drugs: a preprint.",
     authors=[("Nguyen", "T"), ("Ramos", "D"), ("Okafor", "C")], journal_abbrev="Addiction", journal="Addiction",
-    year=2026, month=10, day=2, volume="121", pages="55-66", doi="10.1111/add.70001", omid="br/0690000099",
-    preprint_doi="10.1101/2025.08.20.25333333", visible_in={"opencitations", "crossref"})
+    year=2026, month=10, day=2, volume="121", pages="55-66", doi="10.1111/add.70001", pmid="41200099",
+    pmcid="PMC12200099", openalex_id="W4400000099", omid="br/0690000099",
+    abstract="Peer mentors with lived experience of drug use built recovery capital with their mentees.",
+    visible_in={"pubmed", "europepmc", "openalex", "opencitations"})
 NEW_THIS_WEEK = [
     Paper(title="Peer support specialists and readmission after psychiatric discharge: a cohort study.",
           authors=[("Ibrahim", "S"), ("Kowalski", "M")], journal_abbrev="Psychiatr Serv",
@@ -81,11 +86,16 @@ NEW_THIS_WEEK = [
 
 def this_week(stack: LocalStack) -> None:
     """A week later: a paper announced last week is retracted, another corrected, the
-    preprint is published, and two new papers cite the review."""
+    preprint is published, two new papers cite the review, and an included study is retracted."""
     seed = stack.papers
     seed[2].retracted = True
     seed[4].corrected = True
     stack.set_papers(seed + [PUBLISHED_VERSION] + NEW_THIS_WEEK)
+    # One of the review's own included studies is retracted: the digests open with it.
+    # Only PubMed and Crossref show it, so only their update probes can find it.
+    study = stack.included[1]
+    study.retracted, study.notices_in = True, {"pubmed", "crossref"}
+    study.modified = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
 
 
 def airflow(*args: str, env: dict[str, str]) -> int:
@@ -106,6 +116,10 @@ def main() -> int:
     day = dt.datetime.now(dt.timezone.utc).date()
     last_week = day - dt.timedelta(days=7)
     with LocalStack(demo_corpus()) as stack:
+        studies = included_studies(8)
+        for study in studies:  # unchanged for a long time, as most references are
+            study.modified = last_week - dt.timedelta(days=90)
+        stack.set_included(studies)
         env = {**os.environ, **stack.env(), "LIVING_REVIEW_CONFIG": str(config),
                "LIVING_REVIEW_DATA_DIR": str(OUT / "data"), "LIVING_REVIEW_TASK_RETRIES": "0",
                "NO_PROXY": "127.0.0.1,localhost", "DEMO_QUIET": os.environ.get("DEMO_QUIET", "1")}

@@ -16,6 +16,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from include.living_review.cli import summary_lines
 from include.living_review.storage import Layout
 from tests.fakes.corpus import REVIEW, included_studies, seed_corpus
 from tests.fakes.eutils import notice_pmid
@@ -88,6 +89,11 @@ def test_a_retracted_included_study_opens_the_digest(stack, runner):
     assert stack.fakes["crossref"].single_requests == 0
     assert manifest2["references"]["probe"] == {"pubmed": {"known": 6, "changed": 1},
                                                 "crossref": {"known": 6, "changed": 1}}  # the 7th has no record
+
+    summary = summary_lines(REVIEW["id"], WEEK2, runner.data_dir)  # what `make run` prints
+    assert "  included   7 studies watched, 1 retracted" in summary
+    assert any(line.startswith("  probes     PubMed 0 of 5 known changed (1 req)") for line in summary), summary
+    assert any("reference_retracted 1" in line for line in summary if line.startswith("  events")), summary
 
     emails = [m.message for m in stack.smtp.messages if m.message["X-Living-Review-Digest"]]
     assert len(emails) == 2

@@ -63,8 +63,8 @@ def test_pubmed_end_to_end(stack, runner):
 
     # -- week 1: the baseline --------------------------------------------------------
     run = runner.run(PIPELINE, WEEK1)
-    assert runner.task_states(run) == {t: "success" for t in ("begin_run", "fetch_pubmed", "merge", "enrich", "validate",
-                                                              "publish_snapshot", "end_run")}
+    assert runner.task_states(run) == {t: "success" for t in ("begin_run", "fetch_pubmed", "fetch_references", "merge",
+                                                              "enrich", "validate", "publish_snapshot", "end_run")}
     layout = Layout.of(runner.data_dir, "peer-support-mental-health", WEEK1)
     works = snapshot(runner, WEEK1)
     seeds = seed_corpus()

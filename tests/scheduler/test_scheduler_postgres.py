@@ -33,7 +33,7 @@ PIPELINE = f"living_review__{SUFFIX}"
 DIGEST = f"living_review_digest__{SUFFIX}"
 ACTIVE = ("queued", "running")
 TERMINAL = ("success", "failed")
-PIPELINE_TASKS = {"begin_run", "fetch_pubmed", "fetch_europepmc", "merge", "enrich", "validate", "publish_snapshot",
+PIPELINE_TASKS = {"begin_run", "fetch_pubmed", "fetch_europepmc", "fetch_references", "merge", "enrich", "validate", "publish_snapshot",
                   "end_run"}
 
 
