@@ -15,6 +15,7 @@ shortened, so a message stays a line.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -220,6 +221,8 @@ def _fix_for(loc: tuple[object, ...]) -> str:
 
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Why a schedule string is invalid, or None: Airflow's parser, passed in from dags/_lib/config.py.
+ScheduleCheck = Callable[[str], "str | None"]
 _ALIAS_FIX = "write the values out instead of reusing anchors (&name) through aliases (*name)"
 
 
@@ -338,8 +341,13 @@ def _label(index: int, review_id: object) -> str:
     return f"reviews[{index}] (id {_shown(review_id)})" if isinstance(review_id, str) else f"reviews[{index}]"
 
 
-def load_config(path: Path | str | None = None) -> LoadedConfig:
-    """Read and validate the config. Raise :class:`ConfigError` only if nothing can load."""
+def load_config(path: Path | str | None = None, *, check_schedule: ScheduleCheck | None = None) -> LoadedConfig:
+    """Read and validate the config. Raise :class:`ConfigError` only if nothing can load.
+
+    ``check_schedule`` is Airflow's timetable parser, passed in by ``dags/_lib/config.py``
+    (this package never imports Airflow); a review whose schedule it refuses is reported
+    and not loaded. Without it the schedule is only checked to be text.
+    """
     path = Path(path) if path is not None else settings.config_path()
     where = str(path)
     loader, nodes = _review_nodes(_read_text(path, where), where)
@@ -375,6 +383,10 @@ def load_config(path: Path | str | None = None) -> LoadedConfig:
                 loc = tuple(error["loc"])
                 message = error["msg"].removeprefix("Value error, ")
                 issues.append(ConfigIssue(where, f"{label}.{_field_of(loc)}", message, _fix_for(loc)))
+            continue
+        if check_schedule is not None and (problem := check_schedule(review.schedule)) is not None:
+            issues.append(ConfigIssue(where, f"{label}.schedule", f"{_shown(review.schedule)} is not a schedule "
+                                      f"Airflow accepts ({problem[:200]})", _FIXES["schedule"]))
             continue
         if review.id in seen:
             issues.append(ConfigIssue(where, f"{label}.id", f"duplicates the id {review.id!r} of an earlier review",

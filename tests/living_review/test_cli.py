@@ -48,3 +48,17 @@ def test_check_config_refuses_a_nine_level_alias_bomb_in_a_few_lines(tmp_path):
     assert "Fix: write the values out" in problem and len(problem) < 400
     maxrss_mb = int(done.stderr.rsplit("maxrss_kb ", 1)[1]) / 1024
     assert maxrss_mb < 512, maxrss_mb
+
+
+def test_check_config_refuses_a_schedule_airflow_cannot_parse(tmp_path):
+    """Issue 14: ``schedule: "every tuesday"`` got "2 review(s) valid"; Airflow's parser now checks it."""
+    config = tmp_path / "reviews.yaml"
+    config.write_text("reviews:" + GOOD + '  - {id: tuesdays, title: T, pmid: "1", schedule: "every tuesday"}\n',
+                      encoding="utf-8")
+    done = check_config(config)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stdout.strip() == f"{config}: 1 review(s) valid, 1 problem(s)"
+    (problem,) = [line for line in done.stderr.splitlines() if not line.startswith("maxrss_kb")]
+    assert problem.startswith(f"{config}: reviews[1] (id 'tuesdays').schedule: 'every tuesday' is not a schedule "
+                              "Airflow accepts (Exactly 5, 6 or 7 columns")
+    assert "Fix: use a cron preset such as @weekly or a cron expression" in problem

@@ -189,3 +189,25 @@ def test_entries_that_cannot_be_built_are_refused_and_the_others_load(tmp_path, 
     (issue,) = loaded.issues
     assert problem in str(issue) and fix in str(issue) and "reviews[1] (id 'odd')" in issue.field
     assert len(str(issue)) < 400
+
+
+# -- the schedule, checked by a parser passed in (Airflow's, from dags/_lib/config.py) --
+def test_a_schedule_the_check_refuses_is_reported_and_its_review_not_loaded(tmp_path):
+    body = "reviews:" + GOOD + '  - {id: tuesdays, title: T, pmid: "1", schedule: "every tuesday"}\n'
+    path = write(tmp_path, body)
+    seen: list[str] = []
+
+    def check(schedule: str) -> str | None:
+        seen.append(schedule)
+        return "Exactly 5, 6 or 7 columns has to be specified" if schedule == "every tuesday" else None
+
+    loaded = load_config(path, check_schedule=check)
+    assert seen == ["@weekly", "every tuesday"]
+    assert [r.id for r in loaded.reviews] == ["peer-support-mental-health"]
+    (issue,) = loaded.issues
+    assert issue.field == "reviews[1] (id 'tuesdays').schedule"
+    text = str(issue)
+    assert str(path) in text and "'every tuesday' is not a schedule Airflow accepts (Exactly 5" in text
+    assert "Fix: use a cron preset such as @weekly or a cron expression" in text
+    # Without a check (this package never imports Airflow), the string passes as before.
+    assert len(load_config(path).reviews) == 2

@@ -52,3 +52,24 @@ def test_an_alias_bomb_is_one_short_import_error_and_the_other_reviews_dags_load
     assert len(message) < 2000, message[:2000]
     assert f"{config}: reviews[1] (id 'bomb'): expands to more than" in message
     assert "Fix: write the values out" in message
+
+
+# -- item 2: a schedule Airflow cannot parse -------------------------------------------
+def test_a_bad_schedule_is_an_import_error_naming_the_review_and_neither_of_its_dags_loads(tmp_path, monkeypatch):
+    """``schedule: "every tuesday"`` failed living_review.py with a bare AirflowTimetableInvalid naming nothing,
+    while that review's digest DAG still loaded."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    config = tmp_path / "reviews.yaml"
+    config.write_text("reviews:" + GOOD + '  - {id: tuesdays, title: T, pmid: "1", schedule: "every tuesday"}\n'
+                      '  - {id: mondays, title: M, pmid: "2", schedule: "0 6 * * 1"}\n', encoding="utf-8")
+    monkeypatch.setenv("LIVING_REVIEW_CONFIG", str(config))
+    bag = DagBag(str(ROOT / "dags"))
+    assert GOOD_DAGS | {"living_review__mondays", "living_review_digest__mondays"} <= set(bag.dag_ids)
+    assert not [d for d in bag.dag_ids if "tuesdays" in d]
+    (path, message), = bag.import_errors.items()
+    assert path.endswith("living_review_config_check.py")
+    assert (f"{config}: reviews[1] (id 'tuesdays').schedule: 'every tuesday' is not a schedule Airflow "
+                       "accepts (Exactly 5, 6 or 7 columns has to be specified for iterator expression.). "
+                       "Fix: use a cron preset such as @weekly or a cron expression.") in message
+    assert bag.dags["living_review__mondays"].timetable.expression == "0 6 * * 1"
