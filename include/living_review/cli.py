@@ -13,7 +13,7 @@ from pathlib import Path
 from include.living_review import settings
 from include.living_review.config import ConfigError, LoadedConfig, load_config
 from include.living_review.digest.send import digest_status, status_line
-from include.living_review.storage import Layout, committed_manifest, published_dates, read_json
+from include.living_review.storage import Layout, committed_manifest, published_dates, read_json, read_parquet
 
 SOURCE_LABELS = settings.SOURCE_LABELS
 
@@ -114,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
 
 def quarantine(args: argparse.Namespace) -> int:
     """List the latest quarantine of each review: what was rejected and why."""
-    import pyarrow.parquet as pq
-
     root = Path(settings.data_dir()) / "quarantine"
     if not root.is_dir():
         print(f"no quarantine under {root}")
@@ -126,7 +124,7 @@ def quarantine(args: argparse.Namespace) -> int:
         if not dates:
             continue
         latest = Layout.of(settings.data_dir(), review_id, dates[-1]).quarantine_file
-        table = pq.read_table(latest)
+        table = read_parquet(latest)
         print(f"{review_id} ({dates[-1]}): {table.num_rows} record(s) in quarantine")
         for row in table.to_pylist():
             print(f"  {row['work_id'] or '(no id)'} [{row['source']}] {row['reason']}")
