@@ -44,6 +44,7 @@ _FIXES = {
 }
 # Longest accepted id values (a DOI has no length limit, but real ones stay under 100).
 _MAX_LENGTHS = {"doi": 300, "pmid": 20, "pmcid": 20}
+_ISSUES_PER_ENTRY = 3
 
 
 def _shown(value: object, limit: int = 60) -> str:
@@ -379,10 +380,14 @@ def load_config(path: Path | str | None = None, *, check_schedule: ScheduleCheck
         try:
             review = ReviewConfig.model_validate(entry)
         except ValidationError as exc:
-            for error in exc.errors():
+            errors = exc.errors(include_input=False, include_url=False)
+            for error in errors[:_ISSUES_PER_ENTRY]:
                 loc = tuple(error["loc"])
                 message = error["msg"].removeprefix("Value error, ")
                 issues.append(ConfigIssue(where, f"{label}.{_field_of(loc)}", message, _fix_for(loc)))
+            if len(errors) > _ISSUES_PER_ENTRY:  # a list of 20,000 wrong values is not 20,000 lines
+                issues.append(ConfigIssue(where, label, f"and {len(errors) - _ISSUES_PER_ENTRY} more problems "
+                                          "in this entry", "fix the ones above first"))
             continue
         if check_schedule is not None and (problem := check_schedule(review.schedule)) is not None:
             issues.append(ConfigIssue(where, f"{label}.schedule", f"{_shown(review.schedule)} is not a schedule "

@@ -211,3 +211,14 @@ def test_a_schedule_the_check_refuses_is_reported_and_its_review_not_loaded(tmp_
     assert "Fix: use a cron preset such as @weekly or a cron expression" in text
     # Without a check (this package never imports Airflow), the string passes as before.
     assert len(load_config(path).reviews) == 2
+
+
+def test_an_entry_with_thousands_of_bad_values_is_a_few_lines(tmp_path):
+    """A list of 20,000 numbers where text belongs was 20,000 issues, one line each."""
+    path = write(tmp_path, "reviews:" + GOOD + '  - {id: many, title: T, pmid: "1", scope_keywords: ['
+                 + ", ".join(["1"] * 20_000) + "]}\n")
+    loaded = load_config(path)
+    assert [r.id for r in loaded.reviews] == ["peer-support-mental-health"]
+    assert len(loaded.issues) == 4
+    assert loaded.issues[-1].problem == "and 19997 more problems in this entry"
+    assert len("\n".join(map(str, loaded.issues))) < 1500
