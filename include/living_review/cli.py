@@ -11,16 +11,30 @@ import sys
 from pathlib import Path
 
 from include.living_review import settings
-from include.living_review.config import ConfigError, load_config
+from include.living_review.config import ConfigError, LoadedConfig, load_config
 from include.living_review.digest.send import digest_status, status_line
-from include.living_review.storage import Layout, committed_manifest, published_dates, read_json
+from include.living_review.storage import Layout, committed_manifest, published_dates, read_json, read_parquet
 
 SOURCE_LABELS = settings.SOURCE_LABELS
 
 
+def load_checked_config() -> LoadedConfig:
+    """The config as the DAG files see it: :func:`load_config` with Airflow checking each schedule.
+
+    The one import of ``dags/`` (and so of Airflow) from ``include/``, and lazy: whether a
+    schedule is valid is for Airflow's own parser to say, and ``check-config`` must
+    refuse what would make a DAG file fail. Wrapping ``load_config`` there, rather than
+    copying Airflow's rules here, keeps the answer Airflow's; the other commands and
+    this package's tests never import Airflow.
+    """
+    from dags._lib.config import load_dag_config
+
+    return load_dag_config()
+
+
 def check_config(_: argparse.Namespace) -> int:
     try:
-        loaded = load_config()
+        loaded = load_checked_config()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -95,7 +109,7 @@ def _airflow(*args: str) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run every review's pipeline and digest once with ``airflow dags test``; print a summary."""
     try:
-        loaded = load_config()
+        loaded = load_checked_config()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -118,8 +132,6 @@ def run(args: argparse.Namespace) -> int:
 
 def quarantine(args: argparse.Namespace) -> int:
     """List the latest quarantine of each review: what was rejected and why."""
-    import pyarrow.parquet as pq
-
     root = Path(settings.data_dir()) / "quarantine"
     if not root.is_dir():
         print(f"no quarantine under {root}")
@@ -130,7 +142,7 @@ def quarantine(args: argparse.Namespace) -> int:
         if not dates:
             continue
         latest = Layout.of(settings.data_dir(), review_id, dates[-1]).quarantine_file
-        table = pq.read_table(latest)
+        table = read_parquet(latest)
         print(f"{review_id} ({dates[-1]}): {table.num_rows} record(s) in quarantine")
         for row in table.to_pylist():
             print(f"  {row['work_id'] or '(no id)'} [{row['source']}] {row['reason']}")

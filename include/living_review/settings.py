@@ -13,6 +13,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "reviews.yaml"
 CONFIG_ENV = "LIVING_REVIEW_CONFIG"
 DATA_DIR_ENV = "LIVING_REVIEW_DATA_DIR"
+# Bounds on what the config loader reads before it converts anything (issue 14: a YAML
+# alias bomb of 635 bytes expanded to gigabytes). 1 MiB holds ~3,000 reviews; a review
+# entry, aliases expanded, counts one per value plus its characters (a typical entry is
+# under 1,000, an entry with a long abstract a few thousand).
+CONFIG_MAX_BYTES = 1024 * 1024
+CONFIG_MAX_ENTRY_SIZE = 100_000
+CONFIG_MAX_TOTAL_SIZE = 4 * CONFIG_MAX_BYTES
+CONFIG_MAX_DEPTH = 32
 
 TOOL_NAME = "living-review"
 TOOL_VERSION = "0.1.0"

@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - Windows: no concurrent tasks there
     fcntl = None  # type: ignore[assignment]
 
 from include.living_review.storage import write_atomic
+from include.living_review.storage.paths import storage_error
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,9 @@ class DeliveryLedger:
             document = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            raise storage_error("read the delivery ledger", self.path, exc) from exc
+        except ValueError as exc:
             raise LedgerError(f"cannot read the delivery ledger {self.path}: {exc}. Repair or restore it; "
                               "deleting it makes already-sent digests eligible to be sent again") from exc
         try:
@@ -154,8 +157,12 @@ class DeliveryLedger:
             yield deliveries
             self._write(deliveries)
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a+") as lock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(self._lock_path, "a+")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:  # a read-only data dir: say so, with what to do
+            raise storage_error("open the delivery ledger's lock file", self._lock_path, exc) from exc
+        with lock:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_EX)
             deliveries = self._read()

@@ -234,12 +234,12 @@ def _guard(report: ReviewReport, what: str, read: Callable[[], Any]) -> Any:
 
 
 def _read_rows(path: Path, columns: Sequence[str]) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
+    from include.living_review.storage import parquet_columns, read_parquet  # a damaged file names the fix
 
     if not path.is_file():
         return []
-    present = set(pq.read_schema(path).names)
-    return pq.read_table(path, columns=[c for c in columns if c in present]).to_pylist()
+    present = set(parquet_columns(path))
+    return read_parquet(path, columns=[c for c in columns if c in present]).to_pylist()
 
 
 def _day(value: object) -> dt.date | None:

@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from include.living_review.records import EVENTS_SCHEMA
-from include.living_review.storage import Layout, committed_dates, committed_manifest, read_json, read_parquet
+from include.living_review.storage import (CorruptFile, Layout, committed_dates, committed_manifest, read_json,
+                                           read_parquet)
 
 log = logging.getLogger(__name__)
 EVENT_KINDS = ("added", "updated", "retracted", "corrected", "preprint_published", "no_longer_reported",
@@ -116,11 +117,31 @@ def read_log(data_dir: Any, review_id: str, *, upto: dt.date | None = None,
     return log_table.take(pa.array(sorted(first.values()), pa.int64()))
 
 
+_STATE_FIX = ('restore it from a backup, or write {"watermark": "<the time of the last digest sent>"} into it; '
+              "deleting it makes every event from before the event log count as not yet delivered, so the next "
+              "digest announces them again")
+
+
 def legacy_watermark(layout: Layout) -> dt.datetime | None:
-    """The old all-channel watermark (``state.json``), for data dirs from before the event log."""
-    state = read_json(layout.ledger_file.with_name("state.json"), {}) or {}
+    """The old all-channel watermark (``state.json``), for data dirs from before the event log.
+
+    A damaged file raises :class:`CorruptFile` naming it: it is never guessed at, since
+    treating it as absent would announce the whole history again.
+    """
+    path = layout.ledger_file.with_name("state.json")
+    try:
+        state = read_json(path)
+    except CorruptFile as exc:
+        raise CorruptFile(f"{path} is not valid JSON ({exc.__cause__}). Fix: {_STATE_FIX}") from exc
+    if state is None:
+        return None
+    if not isinstance(state, dict):
+        raise CorruptFile(f"{path} is not a JSON object (it holds a {type(state).__name__}). Fix: {_STATE_FIX}")
     mark = state.get("watermark")
     if not mark:
         return None
-    when = dt.datetime.fromisoformat(mark)
+    try:
+        when = dt.datetime.fromisoformat(str(mark))
+    except ValueError as exc:
+        raise CorruptFile(f"{path}: the watermark {str(mark)[:60]!r} is not an ISO time. Fix: {_STATE_FIX}") from exc
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)

@@ -97,18 +97,48 @@ def read_json(path: StoragePath, default: Any = None) -> Any:
                           "Restore it from a backup or delete it, then rerun") from exc
 
 
+def _parquet_fix(path: StoragePath) -> str:
+    """What to do about a damaged Parquet file: stage it again, or republish (or drop) its date."""
+    if "staging" in Path(str(path)).parts:
+        return "clear the run's tasks from begin_run so they stage it again"
+    folder = path.parent
+    day = folder.name.removeprefix("snapshot_date=") if folder.name.startswith("snapshot_date=") else "that date"
+    return f"rerun {day} to republish it, or delete its partition {folder}"
+
+
+def _read_parquet_part(path: StoragePath, read: Callable[[Any], Any]) -> Any:
+    """``read(path or handle)``; a damaged file raises :class:`CorruptFile`, an I/O error :class:`StorageError`.
+
+    pyarrow says only ``ArrowInvalid: Parquet magic bytes not found in footer`` for a cut
+    file, and names neither the file nor a fix. It raises ``OSError`` without an errno for
+    data it cannot decode, and with one for a real I/O error.
+    """
+    try:
+        if not is_remote(path):
+            return read(path)
+        with path.open("rb") as handle:
+            return read(handle)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno is not None:
+            raise storage_error("read", path, exc) from exc
+        problem = exc
+    except (pa.ArrowException, ValueError) as exc:  # ArrowInvalid is a ValueError
+        problem = exc
+    reason = " ".join(str(problem).split()) or type(problem).__name__
+    if reason.startswith("Could not open Parquet input source") and "': " in reason:
+        reason = reason.split("': ", 1)[1]  # pyarrow's prefix repeats the path
+    raise CorruptFile(f"{path} is not a readable Parquet file ({reason[:200]}); it was truncated or "
+                      f"overwritten. Fix: {_parquet_fix(path)}") from problem
+
+
 def read_parquet(path: StoragePath, columns: Sequence[str] | None = None) -> pa.Table:
-    """``pq.read_table`` for a local path or an object-store path."""
+    """``pq.read_table`` for a local path or an object-store path; see :func:`_read_parquet_part`."""
     columns = list(columns) if columns is not None else None  # pyarrow takes lists, not tuples
-    if not is_remote(path):
-        return pq.read_table(path, columns=columns)
-    with path.open("rb") as handle:
-        return pq.read_table(handle, columns=columns)
+    return _read_parquet_part(path, lambda source: pq.read_table(source, columns=columns))
 
 
 def parquet_columns(path: StoragePath) -> list[str]:
     """The column names of a Parquet file, from its footer only."""
-    if not is_remote(path):
-        return pq.read_schema(path).names
-    with path.open("rb") as handle:
-        return pq.read_schema(handle).names
+    return _read_parquet_part(path, lambda source: pq.read_schema(source).names)

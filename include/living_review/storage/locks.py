@@ -72,15 +72,31 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
 
-def read_lease(layout: Layout) -> dict[str, Any] | None:
+def _expiry(lease: Any) -> dt.datetime | None:
     try:
-        return read_json(layout.lease_file)
-    except CorruptFile:
-        return None  # a torn lease protects nothing; it is rewritten by the next holder
+        return dt.datetime.fromisoformat(lease["expires_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def read_lease(layout: Layout) -> dict[str, Any] | None:
+    """The lease, or None when there is none; a torn or malformed one protects nothing (it is logged)."""
+    try:
+        lease = read_json(layout.lease_file)
+        problem = None if lease is None or (isinstance(lease, dict) and isinstance(lease.get("run_id"), str)
+                                            and _expiry(lease) is not None) else "no run_id and expires_at"
+    except CorruptFile as exc:
+        problem = f"not valid JSON: {exc.__cause__}"
+    if problem is None:
+        return lease
+    log.warning("%s is not a run lease (%s); it protects nothing and is rewritten by the next holder",
+                layout.lease_file, problem)
+    return None
 
 
 def _expired(lease: dict[str, Any], now: dt.datetime) -> bool:
-    return dt.datetime.fromisoformat(lease["expires_at"]) <= now
+    expiry = _expiry(lease)
+    return expiry is None or expiry <= now
 
 
 def describe(lease: dict[str, Any]) -> str:

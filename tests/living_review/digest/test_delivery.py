@@ -375,3 +375,36 @@ def test_outcome_as_dict_is_json_ready(ledger: DeliveryLedger) -> None:
     data: dict[str, Any] = outcome.as_dict()
     assert json.loads(json.dumps(data)) == data
     assert data["status"] == "sent" and data["channel"] == "slack" and data["at"]
+
+
+def test_a_truncated_ledger_names_the_file_and_the_fix(ledger: DeliveryLedger) -> None:
+    deliver(ledger, "d" * 64, "email", Counter("message-id <x@y>"))
+    ledger.path.write_bytes(ledger.path.read_bytes()[:100])
+    with pytest.raises(LedgerError) as err:
+        ledger.records("email")
+    text = str(err.value)
+    assert str(ledger.path) in text and "Repair or restore it" in text and "sent again" in text
+
+
+def test_a_read_only_data_dir_is_a_storage_error_saying_what_to_do(ledger: DeliveryLedger, monkeypatch) -> None:
+    """The ledger's lock file was opened with a bare ``open``: ``OSError: [Errno 30]`` and nothing more."""
+    import builtins
+    import errno
+
+    from include.living_review.storage import StorageError
+
+    real_open = builtins.open
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if any(flag in mode for flag in "wa+x"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", read_only)
+    send = Counter()
+    with pytest.raises(StorageError) as err:
+        deliver(ledger, "e" * 64, "email", send)
+    assert send.calls == 0
+    text = str(err.value)
+    assert str(ledger.path.parent) in text
+    assert "read-only; point LIVING_REVIEW_DATA_DIR at a writable place" in text

@@ -6,10 +6,11 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from include.living_review.records import CHANGES_SCHEMA, EVENTS_SCHEMA
-from include.living_review.snapshot.events import event_id, events_from_changes, read_log
-from include.living_review.storage import Layout, commit_run, parquet_writer
+from include.living_review.snapshot.events import event_id, events_from_changes, legacy_watermark, read_log
+from include.living_review.storage import CorruptFile, Layout, commit_run, parquet_writer
 
 TS = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc)
 
@@ -87,3 +88,23 @@ def test_a_run_from_before_the_event_log_is_read_from_its_changes_table(tmp_path
                                                 "run_timestamp": "2026-01-05T00:00:00+00:00"}))
     log = read_log(tmp_path, "r").to_pylist()
     assert [(e["work_id"], e["kind"], e["run_id"]) for e in log] == [("old", "added", "scheduled__old")]
+
+
+@pytest.mark.parametrize("body", ['{"watermark": "2026-01-0', "[]", '{"watermark": "last tuesday"}'],
+                         ids=["truncated", "a-list", "not-a-time"])
+def test_a_damaged_state_json_names_the_file_and_the_fix(tmp_path, body):
+    """A truncated ``state.json`` failed the digest with ``Unterminated string starting at...``, naming no file."""
+    layout = Layout.of(tmp_path, "r", dt.date(2026, 1, 5))
+    state = layout.ledger_file.with_name("state.json")
+    state.parent.mkdir(parents=True)
+    state.write_text(body, encoding="utf-8")
+    with pytest.raises(CorruptFile) as err:
+        legacy_watermark(layout)
+    text = str(err.value)
+    assert str(state) in text
+    assert 'restore it from a backup, or write {"watermark": "<the time of the last digest sent>"} into it' in text
+    assert "deleting it makes every event from before the event log count as not yet delivered" in text
+
+
+def test_a_missing_state_json_means_no_watermark(tmp_path):
+    assert legacy_watermark(Layout.of(tmp_path, "r", dt.date(2026, 1, 5))) is None

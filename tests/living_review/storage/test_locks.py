@@ -53,3 +53,15 @@ def test_a_torn_lease_file_protects_nothing_and_is_rewritten(tmp_path):
     layout.lease_file.parent.mkdir(parents=True)
     layout.lease_file.write_text('{"run_id": "sched')
     assert hold_lease(layout, "manual__2", ttl_seconds=600)["run_id"] == "manual__2"
+
+
+@pytest.mark.parametrize("body", ["[]", '{"run_id": "scheduled__1"}', '{"run_id": "s", "expires_at": "soon"}'],
+                         ids=["a-list", "no-expiry", "bad-expiry"])
+def test_a_lease_file_of_the_wrong_shape_is_rewritten_with_a_warning_naming_it(tmp_path, caplog, body):
+    """Valid JSON that is not a lease failed the run's first task with a bare KeyError or AttributeError."""
+    layout = Layout.of(tmp_path, "r", DAY)
+    layout.lease_file.parent.mkdir(parents=True)
+    layout.lease_file.write_text(body)
+    assert hold_lease(layout, "manual__2", ttl_seconds=600)["run_id"] == "manual__2"
+    assert f"{layout.lease_file} is not a run lease" in caplog.text and "rewritten" in caplog.text
+    assert read_lease(layout)["run_id"] == "manual__2"
