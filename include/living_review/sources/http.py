@@ -280,10 +280,11 @@ class HttpClient:
                 raise SourceError(self.source, shown, f"response exceeds the {self.max_body_bytes:,}-byte "
                                   "cap; lower the page size")
             chunks.append(chunk)
-        body = b"".join(chunks)
-        if declared and declared.isdigit() and len(body) < int(declared):
-            raise RetryableError(self.source, shown, f"truncated body: {len(body)} of {declared} bytes")
-        return body
+        # No length check here: Content-Length counts the bytes on the wire, compressed
+        # ones for a gzip body, while these chunks are decoded. urllib3 2 checks the wire
+        # bytes itself (``enforce_content_length``, on by default) and raises
+        # IncompleteRead for a short body, which arrives here as ChunkedEncodingError.
+        return b"".join(chunks)
 
 
 def _network_reason(exc: BaseException) -> str:

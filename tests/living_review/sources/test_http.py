@@ -163,3 +163,53 @@ def test_parse_json_names_what_it_got_instead(body, message):
     with pytest.raises(RetryableError) as err:
         parse_json("test")(_Body(), body)
     assert str(err.value) == message
+
+
+# -- gzip: Content-Length counts the compressed bytes (issue 14, item 4) ---------------
+@pytest.mark.parametrize("document", [[], {"results": [{"oci": "06101801781-06180334099"}], "next": None}])
+def test_a_small_gzip_body_is_read_whole_not_reported_truncated(echo, document):
+    """OpenCitations' ``[]`` gzipped is 22 bytes on the wire and 2 decoded: not a truncation."""
+    import gzip
+    import json
+
+    wire = gzip.compress(json.dumps(document).encode())
+    assert len(json.dumps(document)) != len(wire)  # the declared length is not the decoded one
+    echo.inject(Response(200, wire, headers={"Content-Encoding": "gzip"}))
+    http, sleeps = client(echo, retry=RetryPolicy(max_tries=1))
+    assert http.get("x", parse_json("test")) == document
+    assert sleeps == [] and len(echo.requests) == 1
+
+
+def test_a_truncated_gzip_body_is_still_retried(echo):
+    import gzip
+    import json
+
+    wire = gzip.compress(json.dumps({"results": list(range(5000))}).encode())
+    echo.inject(Response(200, wire, headers={"Content-Encoding": "gzip"}, truncate_to=len(wire) // 2))
+    http, _ = client(echo, retry=RetryPolicy(max_tries=1))
+    with pytest.raises(RetryableError, match="IncompleteRead"):
+        http.get("x", parse_json("test"))
+    echo.inject(Response(200, wire, headers={"Content-Encoding": "gzip"}, truncate_to=len(wire) // 2))
+    http, sleeps = client(echo)
+    assert http.get("x", parse_json("test"))["path"] == "/x"  # the retry got the whole page
+    assert len(sleeps) == 1 and len(echo.requests) == 3
+
+
+def test_a_gzip_bomb_is_stopped_at_the_cap_with_bounded_memory(echo):
+    """64 MiB of zeros is 64 KiB gzipped: the compressed size passes the declared-size check,
+    the decoded size is stopped at the cap, and memory stays near the cap, not the bomb."""
+    import gzip
+    import tracemalloc
+
+    wire = gzip.compress(b"0" * (64 << 20), compresslevel=9)
+    echo.inject(Response(200, wire, headers={"Content-Encoding": "gzip"}))
+    http, _ = client(echo, max_body_bytes=1 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SourceError, match="exceeds the 1,048,576-byte cap"):
+            http.get("x", parse_json("test"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    assert len(echo.requests) == 1  # the cap is not retried
