@@ -14,13 +14,15 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus, urlencode
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from include.living_review import settings
 
@@ -179,7 +181,9 @@ class HttpClient:
                  retry: RetryPolicy | None = None,
                  timeout: tuple[float, float] = settings.HTTP_TIMEOUT,
                  max_body_bytes: int = settings.HTTP_MAX_BODY_BYTES,
-                 sleep: Callable[[float], None] = time.sleep):
+                 deadline: float = settings.HTTP_REQUEST_DEADLINE,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
         self.source = source
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
@@ -187,7 +191,9 @@ class HttpClient:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
+        self.deadline = deadline
         self.sleep = sleep
+        self.clock = clock  # the deadline's clock; tests pass one that does not need waiting for
         # 5% under the limit: pacing exactly at it lets limit+1 requests land in one rolling second.
         self.throttle = Throttle(rate * settings.RATE_SAFETY, sleep=sleep)
         self.log = RequestLog()
@@ -243,13 +249,14 @@ class HttpClient:
               params: Mapping[str, Any] | None, data: Mapping[str, Any] | None,
               headers: Mapping[str, str] | None, ok_statuses: frozenset[int], secrets: set[str] = frozenset()) -> T:
         self.throttle.wait()
-        started = time.monotonic()
+        started = self.clock()
         status: int | None = None
         try:
             with self.session.request(method, url, params=params, data=data, stream=True,
                                       headers={**self.headers, **(headers or {})},
                                       timeout=self.timeout) as response:
                 status = response.status_code
+                self._check_deadline(started, shown, "before the body")
                 if status in RETRYABLE_STATUSES:
                     raise RetryableError(self.source, shown, f"HTTP {status}", status=status,
                                          retry_after=parse_retry_after(response.headers.get("Retry-After")))
@@ -257,7 +264,7 @@ class HttpClient:
                     snippet = response.raw.read(300, decode_content=True).decode("utf-8", "replace").strip()
                     raise SourceError(self.source, shown, f"HTTP {status}: {scrub(snippet, secrets)[:200]!r}",
                                       status=status)
-                body = self._read_capped(response, shown)
+                body = self._read_capped(response, shown, started)
             return parse(response, body)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             # ``from None``: requests' own message (printed with a chained traceback)
@@ -265,16 +272,24 @@ class HttpClient:
             raise RetryableError(self.source, shown, f"network error: {type(exc).__name__}: "
                                  f"{_short(scrub(_network_reason(exc), secrets))}") from None
         finally:
-            self.log.records.append(RequestRecord(method, shown, status, time.monotonic() - started))
+            self.log.records.append(RequestRecord(method, shown, status, self.clock() - started))
 
-    def _read_capped(self, response: requests.Response, shown: str) -> bytes:
+    def _check_deadline(self, started: float, shown: str, progress: str) -> None:
+        elapsed = self.clock() - started
+        if elapsed > self.deadline:
+            raise RetryableError(self.source, shown, f"no complete answer within the {self.deadline:g}-second "
+                                 f"deadline ({progress} after {elapsed:.0f}s); the server is answering too "
+                                 "slowly (settings.HTTP_REQUEST_DEADLINE)")
+
+    def _read_capped(self, response: requests.Response, shown: str, started: float) -> bytes:
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise SourceError(self.source, shown, f"response of {int(declared):,} bytes exceeds the "
                               f"{self.max_body_bytes:,}-byte cap; lower the page size")
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(chunk_size=1 << 16):
+        for chunk in _arrived(response):
+            self._check_deadline(started, shown, f"{size:,} bytes of the body")
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise SourceError(self.source, shown, f"response exceeds the {self.max_body_bytes:,}-byte "
@@ -285,6 +300,28 @@ class HttpClient:
         # bytes itself (``enforce_content_length``, on by default) and raises
         # IncompleteRead for a short body, which arrives here as ChunkedEncodingError.
         return b"".join(chunks)
+
+
+def _arrived(response: requests.Response) -> Iterator[bytes]:
+    """The decoded body as it arrives: ``iter_content`` with ``read1`` instead of ``read``.
+
+    Hand-written because ``iter_content(n)`` blocks until ``n`` bytes came (a drip of a
+    byte a second fills 64 KiB in 18 hours) and requests/urllib3 have no total
+    timeout. urllib3's ``read1`` returns what one network read brought, so the caller
+    checks its deadline between reads; decoding, the gzip-bomb limit and the
+    Content-Length check stay urllib3's. Errors are mapped as ``iter_content`` maps them.
+    """
+    try:
+        while chunk := response.raw.read1(1 << 16, decode_content=True):
+            yield chunk
+    except ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except ReadTimeoutError as exc:
+        raise requests.exceptions.ConnectionError(exc) from exc
+    except Urllib3SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
 
 
 def _network_reason(exc: BaseException) -> str:

@@ -213,3 +213,43 @@ def test_a_gzip_bomb_is_stopped_at_the_cap_with_bounded_memory(echo):
         tracemalloc.stop()
     assert peak < 8 << 20, peak
     assert len(echo.requests) == 1  # the cap is not retried
+
+
+# -- a total deadline per request (issue 14, item 5) -----------------------------------
+class Ticks:
+    """A clock that moves ``step`` seconds each time it is read: the deadline without waiting for it."""
+
+    def __init__(self, step: float):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_a_slow_loris_is_cut_at_the_total_deadline_and_retried(echo):
+    """Headers at once, then a byte every few ms: the read timeout never fires, the deadline does."""
+    drip = Response(200, {"results": list(range(200))}, trickle=0.005)
+    echo.inject(drip, times=2)
+    http, sleeps = client(echo, timeout=(2, 0.5), deadline=10.0, clock=Ticks(1.0),
+                          retry=RetryPolicy(max_tries=2))
+    with pytest.raises(RetryableError) as err:
+        http.get("works", parse_json("test"), params={"api_key": "TOPSECRET", "q": "x"})
+    message = str(err.value)
+    assert message.startswith("test: no complete answer within the 10-second deadline")
+    assert "gave up after 2 tries" in message
+    assert f"{echo.url}/works?api_key=%2A%2A%2A&q=x" in message and "TOPSECRET" not in message
+    assert len(echo.requests) == 2 and len(sleeps) == 1  # retried like any network error
+
+
+def test_a_body_within_the_deadline_is_read(echo):
+    echo.inject(Response(200, {"results": list(range(20))}, trickle=0.001))
+    http, sleeps = client(echo, timeout=(2, 0.5), deadline=1000.0, clock=Ticks(1.0))
+    assert http.get("x", parse_json("test")) == {"results": list(range(20))}
+    assert sleeps == []
+
+
+def test_the_deadline_defaults_to_the_setting(echo):
+    from include.living_review import settings
+
+    assert client(echo)[0].deadline == settings.HTTP_REQUEST_DEADLINE > max(settings.HTTP_TIMEOUT)
