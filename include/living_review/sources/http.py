@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import quote, quote_plus, urlencode
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -104,6 +104,32 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
         for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
             text = text.replace(form, "***")
     return text
+
+
+def drop_secrets_on_redirect(session: requests.Session, from_url: str, hop: requests.PreparedRequest) -> bool:
+    """Remove secret headers, query params and form fields from ``hop`` if it leaves ``from_url``'s origin.
+
+    requests strips only ``Authorization`` on such a redirect; a custom header
+    (``x-api-key``) or a key in the query or a 307's re-posted form would go along.
+    "Leaves the origin" is requests' own test (``should_strip_auth``): another host
+    or port, or a scheme change other than http -> https on the standard ports.
+    Returns True when the hop is cross-origin.
+    """
+    if not session.should_strip_auth(from_url, hop.url or ""):
+        return False
+    for name in [h for h in hop.headers if h.lower() in SECRET_HEADERS]:
+        del hop.headers[name]
+    parts = urlsplit(hop.url or "")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k.lower() in SECRET_PARAMS for k, _ in query):
+        kept = [(k, v) for k, v in query if k.lower() not in SECRET_PARAMS]
+        hop.url = parts._replace(query=urlencode(kept)).geturl()
+    if hop.body and "form-urlencoded" in (hop.headers.get("Content-Type") or ""):
+        body = hop.body.decode() if isinstance(hop.body, bytes) else str(hop.body)
+        fields = parse_qsl(body, keep_blank_values=True)
+        if any(k.lower() in SECRET_PARAMS for k, _ in fields):
+            hop.prepare_body([(k, v) for k, v in fields if k.lower() not in SECRET_PARAMS], None)
+    return True
 
 
 class Throttle:
@@ -252,9 +278,8 @@ class HttpClient:
         started = self.clock()
         status: int | None = None
         try:
-            with self.session.request(method, url, params=params, data=data, stream=True,
-                                      headers={**self.headers, **(headers or {})},
-                                      timeout=self.timeout) as response:
+            with self._send(method, url, shown, started, params=params, data=data,
+                            headers={**self.headers, **(headers or {})}) as response:
                 status = response.status_code
                 self._check_deadline(started, shown, "before the body")
                 if status in RETRYABLE_STATUSES:
@@ -273,6 +298,29 @@ class HttpClient:
                                  f"{_short(scrub(_network_reason(exc), secrets))}") from None
         finally:
             self.log.records.append(RequestRecord(method, shown, status, self.clock() - started))
+
+    def _send(self, method: str, url: str, shown: str, started: float, **kwargs: Any) -> requests.Response:
+        """The final response after redirects, each hop stripped of secrets if it leaves the origin.
+
+        requests prepares each hop (``Response.next`` with ``allow_redirects=False``:
+        relative Locations, 303 -> GET, cookies, proxies); only the secret-stripping
+        step is added, then the hop is sent the way requests itself sends it.
+        """
+        response = self.session.request(method, url, stream=True, timeout=self.timeout, allow_redirects=False,
+                                        **kwargs)
+        for _ in range(self.session.max_redirects):
+            hop = response.next
+            if hop is None:
+                return response
+            response.close()
+            self._check_deadline(started, shown, "following redirects")
+            if drop_secrets_on_redirect(self.session, response.request.url or "", hop):
+                log.info("%s: redirected from %s to another origin (%s); its API key and contact "
+                         "parameters are not sent there", self.source, shown, urlsplit(hop.url or "").hostname)
+            environment = self.session.merge_environment_settings(hop.url, {}, True, None, None)
+            response = self.session.send(hop, timeout=self.timeout, allow_redirects=False, **environment)
+        response.close()
+        raise SourceError(self.source, shown, f"more than {self.session.max_redirects} redirects")
 
     def _check_deadline(self, started: float, shown: str, progress: str) -> None:
         elapsed = self.clock() - started

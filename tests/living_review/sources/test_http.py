@@ -5,6 +5,7 @@ import datetime as dt
 import email.utils
 
 import pytest
+import requests
 
 from include.living_review.sources.http import (
     HttpClient,
@@ -253,3 +254,83 @@ def test_the_deadline_defaults_to_the_setting(echo):
     from include.living_review import settings
 
     assert client(echo)[0].deadline == settings.HTTP_REQUEST_DEADLINE > max(settings.HTTP_TIMEOUT)
+
+
+# -- redirects never carry a secret to another host (issue 14, item 9) ------------------
+class Redirecting(FakeApi):
+    """Answers ``/moved`` with ``status`` and ``Location: target``; anything else as Echo does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.target, self.status = "", 302
+
+    def handle(self, request: Request) -> Response:
+        if request.path == "/moved":
+            return Response(self.status, "", headers={"Location": self.target})
+        return Response(200, {"path": request.path, "n": len(self.requests)})
+
+
+@pytest.fixture
+def origin():
+    with Redirecting() as fake:
+        yield fake
+
+
+def _secret_headers(request: Request) -> dict[str, str]:
+    return {k.lower(): v for k, v in request.headers.items() if k.lower() in ("x-api-key", "authorization")}
+
+
+@pytest.mark.parametrize("elsewhere", ["another host", "another port"])
+def test_a_redirect_to_another_host_carries_no_secret_header_or_param(origin, echo, elsewhere):
+    """Semantic Scholar answers 302 to another host: neither x-api-key nor a secret param goes along."""
+    other = echo.url.replace("127.0.0.1", "localhost") if elsewhere == "another host" else echo.url
+    origin.target = f"{other}/landing?api_key=TOPSECRET&mailto=me%40x.org&q=x"
+    http = HttpClient("test", origin.url, rate=0, sleep=lambda s: None,
+                      headers={"x-api-key": "TOPSECRET", "Authorization": "Bearer TOPSECRET"})
+    assert http.get("moved", parse_json("test"), params={"api_key": "TOPSECRET"})["path"] == "/landing"
+    (asked,) = origin.requests
+    assert _secret_headers(asked) == {"x-api-key": "TOPSECRET", "authorization": "Bearer TOPSECRET"}
+    (landed,) = echo.requests
+    assert _secret_headers(landed) == {} and landed.params == {"q": "x"}
+    assert "TOPSECRET" not in repr(landed)
+
+
+def test_a_posted_form_keeps_its_fields_but_not_its_key_across_a_307_to_another_host(origin, echo):
+    """A 307 repeats the POST with its body (E-utilities posts api_key in the form): the key is dropped."""
+    origin.status, origin.target = 307, f"{echo.url}/landing"
+    http = HttpClient("test", origin.url, rate=0, sleep=lambda s: None)
+    http.post("moved", parse_json("test"), data={"api_key": "TOPSECRET", "id": "1,2", "db": "pubmed"})
+    (landed,) = echo.requests
+    assert landed.method == "POST" and landed.params == {"id": "1,2", "db": "pubmed"}
+    assert b"TOPSECRET" not in landed.body and int(landed.headers["Content-Length"]) == len(landed.body)
+
+
+def test_a_redirect_on_the_same_host_keeps_the_key(origin):
+    origin.target = f"{origin.url}/landing?q=x"
+    http = HttpClient("test", origin.url, rate=0, sleep=lambda s: None, headers={"x-api-key": "TOPSECRET"})
+    assert http.get("moved", parse_json("test"))["path"] == "/landing"
+    assert [_secret_headers(r) for r in origin.requests] == [{"x-api-key": "TOPSECRET"}] * 2
+
+
+@pytest.mark.parametrize(("before", "after", "dropped"), [
+    ("https://api.example.org/x", "http://api.example.org/x", True),      # a scheme downgrade
+    ("https://api.example.org/x", "https://cdn.example.net/x", True),     # another host
+    ("https://api.example.org/x", "https://api.example.org:8443/x", True),  # another port
+    ("http://api.example.org/x", "https://api.example.org/x", False),     # an upgrade on standard ports
+    ("https://api.example.org/x", "https://api.example.org/y", False),
+])
+def test_which_redirects_lose_the_secrets(before, after, dropped):
+    """The decision is requests' own (``should_strip_auth``, what it uses for Authorization)."""
+    from include.living_review.sources.http import drop_secrets_on_redirect
+
+    hop = requests.Request("GET", after + "?api_key=K&q=1", headers={"X-Api-Key": "K", "Accept": "json"}).prepare()
+    drop_secrets_on_redirect(requests.Session(), before, hop)
+    assert ("X-Api-Key" not in hop.headers) is dropped and ("api_key=K" not in hop.url) is dropped
+    assert hop.headers["Accept"] == "json" and "q=1" in hop.url
+
+
+def test_a_redirect_loop_fails_clearly(origin):
+    origin.target = f"{origin.url}/moved"
+    http = HttpClient("test", origin.url, rate=0, sleep=lambda s: None)
+    with pytest.raises(SourceError, match=r"more than 30 redirects"):
+        http.get("moved", parse_json("test"), params={"api_key": "TOPSECRET"})
