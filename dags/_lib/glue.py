@@ -129,6 +129,14 @@ def _slack_transport(payload: dict[str, Any]) -> str:
     return "posted to the slack_digest webhook"
 
 
+def slack_secrets() -> set[str]:
+    """The ``slack_digest`` webhook URL (or token) and its parts, to scrub from Slack's errors."""
+    from include.living_review.redact import webhook_secrets
+
+    conn = get_connection(settings.SLACK_CONN_ID)
+    return webhook_secrets(conn.password) if conn is not None else set()
+
+
 def digest_channels(conf: ReviewConfig) -> list[Any]:
     """The review's channels on the provider hooks (the choice itself is in include/)."""
     from include.living_review.digest.channels import channels_for
@@ -139,7 +147,7 @@ def digest_channels(conf: ReviewConfig) -> list[Any]:
     sender = ((smtp.extra_dejson or {}).get("from_email") if smtp is not None else None) or DEFAULT_SENDER
     return channels_for(conf, smtp=_smtp_transport if smtp is not None else None,
                         slack=_slack_transport if get_connection(settings.SLACK_CONN_ID) is not None else None,
-                        outbox_dir=data_path(data_dir()) / "outbox", sender=sender)
+                        outbox_dir=data_path(data_dir()) / "outbox", sender=sender, slack_secrets=slack_secrets())
 
 
 def send_digest(review_id: str, context: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -25,6 +25,7 @@ from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from include.living_review import settings
+from include.living_review.redact import scrub_secrets
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,13 +98,7 @@ def secret_values(*mappings: Mapping[str, Any] | None, names: Iterable[str] = SE
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """``text`` without query strings in urllib3-style messages and without any secret, raw or URL-encoded."""
-    text = _URL_IN_MESSAGE.sub(r"\1?***", text)
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) < 4:  # too short to replace safely; never a real key
-            continue
-        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
-            text = text.replace(form, "***")
-    return text
+    return scrub_secrets(_URL_IN_MESSAGE.sub(r"\1?***", text), secrets)
 
 
 def drop_secrets_on_redirect(session: requests.Session, from_url: str, hop: requests.PreparedRequest) -> bool:
