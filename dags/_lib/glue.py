@@ -151,10 +151,17 @@ def digest_channels(conf: ReviewConfig) -> list[Any]:
 
 
 def send_digest(review_id: str, context: dict[str, Any]) -> dict[str, Any]:
+    from include.living_review.alerts import alert_uncertain
     from include.living_review.digest.send import send_digest as send
 
     conf = review(review_id)
-    return send(conf, data_dir(), _wanted_snapshot_date(context), digest_channels(conf))
+    directory = data_dir()
+    try:
+        return send(conf, directory, _wanted_snapshot_date(context), digest_channels(conf))
+    finally:
+        # Also when this try failed: a delivery left uncertain by it will not be resent by the retry.
+        alert_uncertain(conf, directory, alert_routes(conf.digest.slack, list(conf.digest.email), context),
+                        secrets=slack_secrets())
 
 
 def alert_routes(slack: bool, recipients: list[str], context: dict[str, Any]) -> list[Any]:

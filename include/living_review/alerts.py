@@ -1,10 +1,11 @@
 """Alerts: what a maintainer needs to act on, in one message, and the ways it can reach them.
 
-A failed task alerts through the DAG's ``on_failure_callback``; Airflow calls it once,
+Two kinds: a failed task (the DAG's ``on_failure_callback``; Airflow calls it once,
 when the last retry has failed, so a flaky source produces one alert, not one per
-try. :func:`deliver_alert` tries every route (Slack, then email; the DAG layer passes
-the provider notifiers) and a route that fails never stops the next; when none
-delivered, the alert is written to the outbox (``Layout.alerts_dir``).
+try) and a digest delivery left ``uncertain`` (once per delivery, however often the
+digest reruns). :func:`deliver_alert` tries every route (Slack, then email; the DAG
+layer passes the provider notifiers) and a route that fails never stops the next;
+when none delivered, the alert is written to the outbox (``Layout.alerts_dir``).
 """
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from include.living_review.config import ReviewConfig
 from include.living_review.digest import slack_escape
+from include.living_review.digest.delivery import DeliveryLedger
 from include.living_review.redact import scrub_webhook
-from include.living_review.storage import data_path, write_json_atomic
+from include.living_review.storage import Layout, data_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -72,6 +75,43 @@ def failure_alert(*, review_id: str, review_title: str, dag_id: str, task_id: st
     return Alert(subject=subject, text=text, html=html_body, slack_text="\n".join(slack_lines))
 
 
+def uncertain_alert(*, review_id: str, review_title: str, channel: str, key: str, snapshot_date: str | None,
+                    since: str | None, events: int, ledger_path: Any) -> Alert:
+    """The alert for a digest delivery left ``sending``: it may have arrived, so it is never resent by itself."""
+    resolve = f"DeliveryLedger({str(ledger_path)!r}).resolve({key!r}, {channel!r}, delivered=True)"
+    where = "the recipients' inboxes" if channel == "email" else f"the {channel} channel"
+    subject = (f"[living-review] {review_title}: the {channel} digest may not have been delivered "
+               f"({snapshot_date or 'unknown date'})")
+    lines = [
+        f"Review:              {review_title} ({review_id})",
+        f"Channel:             {channel}",
+        f"Digest key:          {key}",
+        f"Snapshot:            {snapshot_date or 'unknown'} ({events} event(s))",
+        f"Attempted:           {since or 'unknown'}",
+        f"Ledger:              {ledger_path}",
+        "",
+        f"The {channel} delivery is uncertain: an attempt failed after the digest may have been handed over",
+        "(the server took it, the answer was lost). It is not sent again by itself, so nobody gets it twice,",
+        "and later digests on this channel hold its events until you settle it.",
+        "",
+        f"What to do: check {where} for this digest, then record what you found (from the project root):",
+        f'  python -c "from include.living_review.digest.delivery import DeliveryLedger; {resolve}"',
+        "delivered=True if it arrived (nothing is resent); delivered=False if it did not (the next digest run",
+        "sends its events, once).",
+    ]
+    text = "\n".join(lines)
+    slack_lines = [
+        f":warning: *{slack_escape(channel)} digest uncertain* for _{slack_escape(review_title)}_ "
+        f"({snapshot_date or 'unknown date'})",
+        f"key `{key}` · attempted {since or '?'} · not resent by itself",
+        f"Check {where}, then run (delivered=False to send it again):",
+        f"```{slack_escape(resolve)}```",
+    ]
+    return Alert(subject=subject, text=text,
+                 html=f'<pre style="font-family:Menlo,Consolas,monospace;font-size:13px">{html.escape(text)}</pre>',
+                 slack_text="\n".join(slack_lines))
+
+
 @dataclass(frozen=True)
 class AlertRoute:
     """One way an alert can reach a maintainer: a name and a sender (a provider notifier in the DAGs)."""
@@ -120,3 +160,32 @@ def deliver_alert(alert: Alert, routes: Sequence[AlertRoute], outbox_dir: Any, *
     log.error("the alert %r was written to %s (%s)", alert.subject, path,
               "; ".join(f"{k}: {v}" for k, v in undelivered.items()) or "no Slack or SMTP connection")
     return [str(path)]
+
+
+def alert_uncertain(review: ReviewConfig, data_dir: Any, routes: Sequence[AlertRoute], *,
+                    secrets: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """One alert for each of the review's uncertain deliveries not alerted yet; returns their (key, channel).
+
+    Never raises: called after the digest step, it must not replace the step's own outcome.
+    """
+    # The ledger and the alerts folder are per review: any date gives the same paths.
+    layout = Layout.of(data_dir, review.id, dt.date.today())
+    ledger = DeliveryLedger(layout.ledger_file)
+    alerted: list[tuple[str, str]] = []
+    try:
+        for key, channel in ledger.uncertain():
+            record = ledger.get(key, channel)
+            if record is None or record.alerted_at:
+                continue
+            alert = uncertain_alert(review_id=review.id, review_title=review.title, channel=channel, key=key,
+                                    snapshot_date=record.snapshot_date, since=record.updated_at,
+                                    events=len(record.events), ledger_path=layout.ledger_file)
+            went = deliver_alert(alert, routes, layout.alerts_dir, name=f"uncertain__{channel}__{key[:12]}",
+                                 secrets=secrets)
+            ledger.mark_alerted(key, channel)
+            alerted.append((key, channel))
+            log.warning("uncertain %s delivery of digest %s: alert sent (%s)", channel, key[:12], ", ".join(went))
+    except Exception as exc:  # noqa: BLE001 - logged; the digest step's outcome stands
+        log.error("could not alert about the uncertain deliveries of %s: %s", review.id,
+                  scrub_webhook(f"{type(exc).__name__}: {exc}", secrets))
+    return alerted

@@ -1,4 +1,4 @@
-"""Alerts reach a maintainer whichever channel is down (issue 14).
+"""Alerts reach a maintainer whichever channel is down, and an uncertain delivery is alerted once (issue 14).
 
 The routes are plain senders over the local fakes (a Slack webhook sink, a real SMTP
 server); in the DAGs they are the provider notifiers (``dags/_lib/glue.py``).
@@ -7,19 +7,32 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from include.living_review.alerts import Alert, AlertRoute, alert_routes, deliver_alert, failure_alert
+from include.living_review.alerts import (
+    Alert,
+    AlertRoute,
+    alert_routes,
+    alert_uncertain,
+    deliver_alert,
+    failure_alert,
+)
 from include.living_review.config import DigestConfig, ReviewConfig
-from include.living_review.digest.delivery import post_slack_webhook, send_smtp
+from include.living_review.digest.delivery import DeliveryLedger, deliver, post_slack_webhook, send_smtp
+from include.living_review.storage import Layout
 from tests.fakes.server import Response
 from tests.fakes.slack import FakeSlackWebhook
 from tests.fakes.smtp import FakeSmtpServer, free_port
 
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "hooks-SECRET-5a9d2c77"
 PATH = f"/services/T000/B000/{TOKEN}"
 REVIEW = ReviewConfig(id="peer-support-mental-health", title="Peer Support in Mental Health",
@@ -108,3 +121,72 @@ def test_the_failure_alerts_error_is_scrubbed_of_the_webhook():
                          error=f"Response body: 'no_service (requested {PATH})'", last_good=None,
                          logical_date=None).text
     assert TOKEN not in text and "/services/***" in text
+
+
+# -- uncertain deliveries -----------------------------------------------------------------
+class Recording:
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+
+    def route(self) -> AlertRoute:
+        return AlertRoute("slack", self.alerts.append)
+
+
+def _ambiguous(ledger: DeliveryLedger, key: str) -> None:
+    def lost() -> str:
+        raise TimeoutError("the server took the digest, the answer was lost")
+    with pytest.raises(TimeoutError):
+        deliver(ledger, key, "email", lost, events=["e1", "e2"], snapshot_date="2026-11-23")
+
+
+def test_an_uncertain_delivery_is_alerted_once_per_delivery(tmp_path):
+    ledger = DeliveryLedger(Layout.of(tmp_path, REVIEW.id, dt.date(2026, 11, 23)).ledger_file)
+    key = "k" * 64
+    _ambiguous(ledger, key)
+    seen = Recording()
+    assert alert_uncertain(REVIEW, tmp_path, [seen.route()]) == [(key, "email")]
+    assert alert_uncertain(REVIEW, tmp_path, [seen.route()]) == []  # a rerun: no second alert
+    (sent,) = seen.alerts
+    assert "email digest may not have been delivered (2026-11-23)" in sent.subject
+    for text in (sent.text, sent.slack_text):
+        assert key in text and f".resolve('{key}', 'email', delivered=True)" in text
+    assert "2 event(s)" in sent.text and str(ledger.path) in sent.text
+
+    ledger.resolve(key, "email", delivered=False)  # not in the inbox: the next attempt is a new delivery
+    _ambiguous(ledger, key)
+    assert alert_uncertain(REVIEW, tmp_path, [seen.route()]) == [(key, "email")] and len(seen.alerts) == 2
+    ledger.resolve(key, "email", delivered=True)
+    assert alert_uncertain(REVIEW, tmp_path, [seen.route()]) == [] and ledger.uncertain() == []
+
+
+def test_the_command_in_the_uncertain_alert_resolves_the_delivery(tmp_path):
+    """The alert's instruction, run as written from the project root, settles the ledger."""
+    ledger = DeliveryLedger(Layout.of(tmp_path, REVIEW.id, dt.date(2026, 11, 23)).ledger_file)
+    _ambiguous(ledger, "u" * 64)
+    seen = Recording()
+    alert_uncertain(REVIEW, tmp_path, [seen.route()])
+    (command,) = [line.strip() for line in seen.alerts[0].text.splitlines() if line.strip().startswith("python -c")]
+    code = command.removeprefix("python -c ").strip('"')
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert ledger.uncertain() == [] and ledger.get("u" * 64, "email").state == "sent"
+
+
+def test_with_every_route_down_an_uncertain_delivery_is_alerted_through_the_outbox(tmp_path):
+    ledger = DeliveryLedger(Layout.of(tmp_path, REVIEW.id, dt.date(2026, 11, 23)).ledger_file)
+    _ambiguous(ledger, "o" * 64)
+
+    def down(a: Alert) -> None:
+        raise ConnectionRefusedError("no Slack today")
+    assert alert_uncertain(REVIEW, tmp_path, [AlertRoute("slack", down)]) == [("o" * 64, "email")]
+    (path,) = Layout.of(tmp_path, REVIEW.id, dt.date(2026, 11, 23)).alerts_dir.iterdir()
+    assert path.name == "uncertain__email__oooooooooooo.json"
+    assert "no Slack today" in json.loads(path.read_text(encoding="utf-8"))["undelivered"]["slack"]
+
+
+def test_alerting_about_uncertain_deliveries_never_raises(tmp_path, caplog):
+    ledger_file = Layout.of(tmp_path, REVIEW.id, dt.date(2026, 11, 23)).ledger_file
+    ledger_file.parent.mkdir(parents=True)
+    ledger_file.write_text("{not json")
+    caplog.set_level(logging.ERROR)
+    assert alert_uncertain(REVIEW, tmp_path, [Recording().route()]) == []
+    assert "could not alert about the uncertain deliveries" in caplog.text

@@ -1,6 +1,6 @@
 """Alerts when a channel is down, and the Slack webhook's secret, through the real digest DAG (issue 14).
 
-The runs share one data directory, a real SMTP server (aiosmtpd) and the Slack sink:
+Two weeks share one data directory, a real SMTP server (aiosmtpd) and the Slack sink:
 
 1. Slack answers every post ``404 no_service (requested /services/T000/B000/<token>)``,
    echoing the webhook's secret path. The email digest goes out, the Slack digest
@@ -9,6 +9,10 @@ The runs share one data directory, a real SMTP server (aiosmtpd) and the Slack s
    the task log, the ledger, ``digest.json``, the data directory or the alert.
    Then a rerun while Slack answers 500 and the SMTP server is down: the alert has
    nowhere to go but the outbox (``Layout.alerts_dir``).
+2. Slack is back; the SMTP server takes the digest but answers after the client's
+   timeout: an ``uncertain`` delivery. The task ends green on its retry, and the
+   operator gets one alert naming the channel, the key and how to resolve it; a
+   rerun sends no second alert.
 """
 from __future__ import annotations
 
@@ -19,16 +23,24 @@ from typing import Any
 import pytest
 
 from include.living_review.digest import DIGEST_HEADER
+from include.living_review.digest.delivery import DeliveryLedger
 from include.living_review.digest.send import digest_status
-from tests.fakes.corpus import seed_corpus
+from tests.fakes.corpus import Paper, seed_corpus
 from tests.fakes.server import Response
 from tests.fakes.smtp import FakeSmtpServer
 from tests.reliability.conftest import DIGEST, PIPELINE, TODAY, LogTap, Scenario
 
 pytestmark = pytest.mark.integration
-WEEKS = [TODAY - dt.timedelta(days=7)]
+WEEKS = [TODAY - dt.timedelta(days=7), TODAY]
 TOKEN = "hooks-SECRET-5a9d2c77"
 SECRET_PATH = f"/services/T000/B000/{TOKEN}"
+
+
+def new_paper() -> Paper:
+    return Paper(title="Peer support workers in crisis lines: a mixed-methods evaluation.",
+                 authors=[("Okafor", "C")], journal_abbrev="BMC Psychiatry", journal="BMC psychiatry",
+                 year=TODAY.year, month=TODAY.month, day=1, pmid="41000091", pmcid="PMC12000091",
+                 doi="10.1186/s12888-026-00091-1")
 
 
 def _alert_mails(smtp: FakeSmtpServer, since: int) -> list[Any]:
@@ -78,6 +90,25 @@ def runs(tmp_path_factory, module_mp, airflow_db) -> dict[str, Any]:
         sc.stack.smtp = FakeSmtpServer(port=port).start()
         slack.clear()
 
+        # -- week 2: SMTP takes the digest but answers late -> uncertain ----------------------
+        sc.stack.set_papers(papers + [new_paper()])
+        sc.run(PIPELINE, WEEKS[1])
+        sc.set_connection("smtp_default", extra={"timeout": 1})
+        sc.stack.smtp.delay_reply(3.0)
+        posts = len(slack.payloads)
+        with LogTap() as tap:
+            out["w2_states"] = sc.run(DIGEST, WEEKS[1])
+            out["w2_tries"] = sc.try_numbers(DIGEST, WEEKS[1])
+        out["logs"].append(tap.text)
+        out["w2_digest"] = digest_status(sc.layout(WEEKS[1]))
+        out["w2_alerts"] = [p for p in slack.payloads[posts:] if not p.get("blocks")]
+        sc.stack.smtp.delay_reply(0.0)
+        sc.set_connection("smtp_default", extra={"timeout": 10})
+        with LogTap() as tap:
+            out["w2_rerun_states"] = sc.run(DIGEST, WEEKS[1])
+        out["logs"].append(tap.text)
+        out["w2_alerts_after_rerun"] = [p for p in slack.payloads[posts:] if not p.get("blocks")]
+        out["ledger"] = DeliveryLedger(sc.layout(WEEKS[1]).ledger_file)
         out["data_files"] = {str(p.relative_to(sc.data_dir)): p.read_bytes().decode("utf-8", "replace")
                              for p in sc.data_dir.rglob("*") if p.is_file() and p.suffix != ".parquet"}
     return out
@@ -123,3 +154,22 @@ def test_when_slack_and_smtp_both_fail_the_alert_is_written_to_the_outbox(runs):
     assert "HTTP 500" in alert["text"] or "Status Code: 500" in alert["text"]
     assert set(alert["undelivered"]) == {"slack", "email"}
     assert "500" in alert["undelivered"]["slack"] and "refused" in alert["undelivered"]["email"].lower()
+
+
+# -- item 11: an uncertain delivery reaches the operator, once ------------------------------
+def test_an_uncertain_delivery_is_alerted_naming_channel_key_and_how_to_resolve(runs):
+    assert runs["w2_states"] == {"send_digest": "success"} and runs["w2_tries"]["send_digest"] == 2
+    assert runs["w2_digest"]["channels"]["email"]["status"] == "uncertain"
+    ((key, channel),) = runs["ledger"].uncertain()
+    assert channel == "email" and runs["w2_digest"]["channels"]["email"]["key"] == key
+    (alert,) = runs["w2_alerts"]
+    text = alert["text"]
+    assert "uncertain" in text and "email" in text and key in text
+    assert f"resolve('{key}', 'email', delivered=" in text and "DeliveryLedger(" in text
+
+
+def test_an_uncertain_delivery_is_alerted_once_not_on_every_rerun(runs):
+    assert runs["w2_rerun_states"] == {"send_digest": "success"}
+    assert len(runs["w2_alerts_after_rerun"]) == 1
+    ((key, channel),) = runs["ledger"].uncertain()
+    assert runs["ledger"].get(key, channel).alerted_at
