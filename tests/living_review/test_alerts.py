@@ -27,7 +27,7 @@ from include.living_review.alerts import (
 )
 from include.living_review.config import DigestConfig, ReviewConfig
 from include.living_review.digest.delivery import DeliveryLedger, deliver, post_slack_webhook, send_smtp
-from include.living_review.storage import Layout
+from include.living_review.storage import Layout, StorageError
 from tests.fakes.server import Response
 from tests.fakes.slack import FakeSlackWebhook
 from tests.fakes.smtp import FakeSmtpServer, free_port
@@ -103,7 +103,7 @@ def test_without_any_route_the_alert_goes_to_the_outbox(tmp_path):
 
 def test_when_even_the_outbox_fails_the_error_is_raised(tmp_path):
     (tmp_path / "alerts").write_text("a file where the folder should be")
-    with pytest.raises(Exception):
+    with pytest.raises(StorageError, match="could not write .*run__task.json"):
         deliver_alert(alert(), [], tmp_path / "alerts", name="run__task")
 
 
