@@ -129,6 +129,14 @@ def _slack_transport(payload: dict[str, Any]) -> str:
     return "posted to the slack_digest webhook"
 
 
+def slack_secrets() -> set[str]:
+    """The ``slack_digest`` webhook URL (or token) and its parts, to scrub from Slack's errors."""
+    from include.living_review.redact import webhook_secrets
+
+    conn = get_connection(settings.SLACK_CONN_ID)
+    return webhook_secrets(conn.password) if conn is not None else set()
+
+
 def digest_channels(conf: ReviewConfig) -> list[Any]:
     """The review's channels on the provider hooks (the choice itself is in include/)."""
     from include.living_review.digest.channels import channels_for
@@ -139,14 +147,42 @@ def digest_channels(conf: ReviewConfig) -> list[Any]:
     sender = ((smtp.extra_dejson or {}).get("from_email") if smtp is not None else None) or DEFAULT_SENDER
     return channels_for(conf, smtp=_smtp_transport if smtp is not None else None,
                         slack=_slack_transport if get_connection(settings.SLACK_CONN_ID) is not None else None,
-                        outbox_dir=data_path(data_dir()) / "outbox", sender=sender)
+                        outbox_dir=data_path(data_dir()) / "outbox", sender=sender, slack_secrets=slack_secrets())
 
 
 def send_digest(review_id: str, context: dict[str, Any]) -> dict[str, Any]:
+    from include.living_review.alerts import alert_uncertain
     from include.living_review.digest.send import send_digest as send
 
     conf = review(review_id)
-    return send(conf, data_dir(), _wanted_snapshot_date(context), digest_channels(conf))
+    directory = data_dir()
+    try:
+        return send(conf, directory, _wanted_snapshot_date(context), digest_channels(conf))
+    finally:
+        # Also when this try failed: a delivery left uncertain by it will not be resent by the retry.
+        alert_uncertain(conf, directory, alert_routes(conf.digest.slack, list(conf.digest.email), context),
+                        secrets=slack_secrets())
+
+
+def alert_routes(slack: bool, recipients: list[str], context: dict[str, Any]) -> list[Any]:
+    """The alert routes on the provider notifiers (the choice and the fall-through are in include/)."""
+    from include.living_review.alerts import alert_routes as routes
+
+    def post(alert: Any) -> None:
+        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+        SlackWebhookNotifier(slack_webhook_conn_id=settings.SLACK_CONN_ID, text=alert.slack_text,
+                             retry_handlers=[]).notify(context)
+
+    def mail(alert: Any, to: list[str]) -> None:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        SmtpNotifier(to=to, subject=alert.subject, html_content=alert.html,
+                     smtp_conn_id=settings.SMTP_CONN_ID).notify(context)
+
+    return routes(slack_wanted=slack, recipients=recipients,
+                  slack=post if get_connection(settings.SLACK_CONN_ID) is not None else None,
+                  email=mail if get_connection(settings.SMTP_CONN_ID) is not None else None)
 
 
 def alert_on_failure(context: dict[str, Any]) -> None:
@@ -161,8 +197,8 @@ def alert_on_failure(context: dict[str, Any]) -> None:
 
 
 def _send_alert(context: dict[str, Any]) -> None:
-    from include.living_review.alerts import failure_alert
-    from include.living_review.storage import published_dates, write_json_atomic
+    from include.living_review.alerts import deliver_alert, failure_alert
+    from include.living_review.storage import Layout, published_dates
 
     ti = context.get("ti") or context.get("task_instance")
     dag_id = getattr(ti, "dag_id", None) or context["dag"].dag_id
@@ -173,31 +209,16 @@ def _send_alert(context: dict[str, Any]) -> None:
         title, recipients, slack = conf.title, list(conf.digest.email), conf.digest.slack
     except Exception:  # noqa: BLE001 - the review may have been removed from the config since
         title, recipients, slack = review_id, [], True
-    dates = published_dates(data_dir(), review_id)
+    directory = data_dir()
+    dates = published_dates(directory, review_id)
     logical = context.get("logical_date")
+    secrets = slack_secrets()
     alert = failure_alert(
         review_id=review_id, review_title=title, dag_id=dag_id, task_id=task_id,
         try_number=getattr(ti, "try_number", None), log_url=getattr(ti, "log_url", None),
         error=str(context.get("exception") or ""), last_good=dates[-1] if dates else None,
-        logical_date=logical.date() if logical else None)
-    delivered = False
-    if slack and get_connection(settings.SLACK_CONN_ID) is not None:
-        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
-
-        SlackWebhookNotifier(slack_webhook_conn_id=settings.SLACK_CONN_ID, text=alert.slack_text,
-                             retry_handlers=[]).notify(context)
-        delivered = True
-    if recipients and get_connection(settings.SMTP_CONN_ID) is not None:
-        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-
-        SmtpNotifier(to=recipients, subject=alert.subject, html_content=alert.html,
-                     smtp_conn_id=settings.SMTP_CONN_ID).notify(context)
-        delivered = True
-    if not delivered:
-        from include.living_review.storage import data_path
-
-        path = data_path(data_dir()) / "outbox" / "alerts" / review_id / \
-            f"{context.get('run_id', 'run')}__{task_id}.json".replace(":", "-").replace("+", "_")
-        write_json_atomic({"subject": alert.subject, "text": alert.text}, path)
-        log.error("failure alert written to %s (no Slack or SMTP connection)", path)
+        logical_date=logical.date() if logical else None, secrets=secrets)
+    alerts_dir = Layout.of(directory, review_id, logical.date() if logical else dt.date.today()).alerts_dir
+    deliver_alert(alert, alert_routes(slack, recipients, context), alerts_dir,
+                  name=f"{context.get('run_id', 'run')}__{task_id}", secrets=secrets)
     log.error("%s", alert.text)

@@ -67,6 +67,13 @@ RATE_LIMITS: dict[str, tuple[float, float]] = {
 RATE_SAFETY = 0.95  # clients pace at this share of each provider's limit
 
 HTTP_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds
+# The whole of one try of one request (connect, headers, body, redirects) may take at
+# most this long. The read timeout restarts on every byte, so a server that drips a
+# byte a second would otherwise hold a task until its 2-hour execution_timeout. Five
+# minutes reads the largest page (~15 MB of Europe PMC) at 50 KB/s; a try that hits
+# it is retried like a network error (5 tries: at most ~25 minutes). Checked between
+# network reads, so a try can overrun it by at most one read timeout.
+HTTP_REQUEST_DEADLINE = float(os.environ.get("LIVING_REVIEW_HTTP_DEADLINE_SECONDS", "300"))
 HTTP_MAX_TRIES = int(os.environ.get("LIVING_REVIEW_HTTP_MAX_TRIES", "5"))
 HTTP_BACKOFF_BASE = float(os.environ.get("LIVING_REVIEW_HTTP_BACKOFF_BASE", "1.0"))
 HTTP_BACKOFF_CAP = 30.0

@@ -41,6 +41,9 @@ class Response:
     delay: float = 0.0
     # Close the socket without answering (connection-reset tests).
     drop: bool = False
+    # Send the headers at once, then the body one byte at a time with this pause
+    # between bytes: a slow loris, never idle long enough for a read timeout.
+    trickle: float = 0.0
 
     def encoded(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -103,6 +106,11 @@ class FakeApi:
                     self.close_connection = True
                     return
                 self.end_headers()
+                if response.trickle:
+                    for byte in payload:
+                        self.wfile.write(bytes([byte]))
+                        time.sleep(response.trickle)
+                    return
                 self.wfile.write(payload)
 
             def _serve_quietly(self) -> None:

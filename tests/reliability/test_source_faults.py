@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -187,6 +188,39 @@ def test_network_faults_are_retried_with_backoff_then_fail_clearly(fault):
         assert "connection refused" in message
     if fault in ("connection reset", "read timeout"):
         assert len(fake.requests) == 3
+
+
+class Ticks:
+    """A clock that moves ``step`` seconds each time it is read: a deadline without waiting for it."""
+
+    def __init__(self, step: float):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_a_slow_loris_fails_its_source_at_the_deadline_after_its_tries(tmp_path):
+    """Row 18 (client level): headers at once, then a byte at a time, never idle long enough for the read
+    timeout: each try is cut at the total deadline and retried, then the source fails naming the deadline,
+    the source and the URL, and no secret."""
+    ctx = _review_context(tmp_path)
+    with FakeOpenCitations(seed_corpus()) as fake:
+        good = json.dumps([{"oci": f"06{n}-06{n}", "citing": f"doi:10.1/{n}"} for n in range(40)])
+        fake.inject(Response(200, good, trickle=0.002), times=100)
+        client = OpenCitationsClient(fake.url, api_key=SECRET, sleep=lambda s: None, timeout=(2.0, 0.5),
+                                     deadline=60.0, clock=Ticks(5.0), retry=RetryPolicy(max_tries=3))
+        with pytest.raises(SourceFailed) as err:
+            fetch_source(ctx, "opencitations", client)
+    message = str(err.value)
+    assert "opencitations: no complete answer within the 60-second deadline" in message
+    assert "gave up after 3 tries" in message and f"{fake.url}/index/v2/citations/doi:" in message
+    assert SECRET not in message
+    assert len(fake.requests) == 3  # each try cut at the deadline, then retried like a network error
+    assert {r.headers.get("authorization") for r in fake.requests} == {SECRET}  # the key was really sent
+    stats = read_json(ctx.staging.source_stats("opencitations"))
+    assert stats["status"] == "failed" and "deadline" in stats["reason"] and SECRET not in json.dumps(stats)
 
 
 # -- bad bodies: truncated, HTML, wrong type -----------------------------------------

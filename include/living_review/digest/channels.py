@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from email.message import EmailMessage
 from typing import Any
 
@@ -27,6 +27,7 @@ from include.living_review.digest.delivery import (
 )
 from include.living_review.digest.mail import build_email
 from include.living_review.digest.outbox import write_outbox
+from include.living_review.redact import scrub_webhook, webhook_secrets
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +65,40 @@ def slack_not_delivered(exc: BaseException) -> bool:
     return http_error_not_delivered(exc)
 
 
+class SlackPostFailed(RuntimeError):
+    """A Slack post failed ambiguously (it may have posted); the message is scrubbed of the webhook."""
+
+
 class SlackChannel(Channel):
-    """The digest as Block Kit, posted once to an incoming webhook (``SlackWebhookHook`` in the DAGs)."""
+    """The digest as Block Kit, posted once to an incoming webhook (``SlackWebhookHook`` in the DAGs).
+
+    The webhook URL is the secret, and Slack's errors can echo it (``404 no_service
+    (requested /services/T…/B…/<token>)``), so every error leaves here scrubbed: the
+    ledger's ``error``, ``digest.json``, the task log and the alerts are all built
+    from it. ``secrets`` are the webhook URL or token (see :func:`webhook_secrets`);
+    Slack-shaped paths are scrubbed even without them.
+    """
 
     name = "slack"
 
-    def __init__(self, post: Callable[[dict[str, Any]], str]):
+    def __init__(self, post: Callable[[dict[str, Any]], str], *, secrets: Iterable[str] = ()):
         self.post = post
+        self.secrets = webhook_secrets(*secrets)
+
+    def scrub(self, text: str) -> str:
+        return scrub_webhook(text, self.secrets)
 
     def send(self, digest: Digest) -> str:
-        return guard(lambda: self.post(digest.slack_payload), slack_not_delivered)() or ""
+        # Classified first (the hook's "Status Code: 404" survives scrubbing anyway), then
+        # re-raised scrubbed and ``from None``: a chained original would print the token
+        # in the task log's traceback.
+        try:
+            detail = guard(lambda: self.post(digest.slack_payload), slack_not_delivered)() or ""
+        except NotDelivered as exc:
+            raise NotDelivered(self.scrub(str(exc))) from None
+        except Exception as exc:  # noqa: BLE001 - ambiguous: re-raised, scrubbed, as the same failure
+            raise SlackPostFailed(self.scrub(f"{type(exc).__name__}: {exc}")) from None
+        return self.scrub(detail)
 
 
 class OutboxChannel(Channel):
@@ -94,9 +119,10 @@ class OutboxChannel(Channel):
 
 def channels_for(review: ReviewConfig, *, smtp: Callable[[EmailMessage], str] | None,
                  slack: Callable[[dict[str, Any]], str] | None, outbox_dir: Any,
-                 sender: str = DEFAULT_SENDER) -> list[Channel]:
+                 sender: str = DEFAULT_SENDER, slack_secrets: Iterable[str] = ()) -> list[Channel]:
     """The review's channels: email and Slack when configured and connected; a configured
-    channel without its connection writes to the outbox instead (one outbox for both)."""
+    channel without its connection writes to the outbox instead (one outbox for both).
+    ``slack_secrets``: the webhook URL or token, scrubbed from Slack's errors."""
     channels: list[Channel] = []
     to_outbox = False
     if review.digest.email:
@@ -106,7 +132,7 @@ def channels_for(review: ReviewConfig, *, smtp: Callable[[EmailMessage], str] | 
             to_outbox = True
     if review.digest.slack:
         if slack is not None:
-            channels.append(SlackChannel(slack))
+            channels.append(SlackChannel(slack, secrets=slack_secrets))
         else:
             to_outbox = True
     if to_outbox:

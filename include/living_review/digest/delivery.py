@@ -96,6 +96,7 @@ class DeliveryRecord:
     events: list[str] = field(default_factory=list)  # event-log ids this digest carries
     snapshot_date: str | None = None  # the snapshot the digest announced
     baseline: bool = False
+    alerted_at: str | None = None  # when an operator was alerted that this ``sending`` is uncertain
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,16 @@ class DeliveryLedger:
                                     baseline=previous.baseline if previous else False)
             deliveries.setdefault(key, {})[channel] = record
             return record
+
+    def mark_alerted(self, key: str, channel: str) -> None:
+        """Remember that the operator was told this delivery is uncertain (one alert per delivery).
+
+        A resolve or a new attempt writes a fresh record, so a later uncertain one is alerted again.
+        """
+        with self._locked() as deliveries:
+            record = deliveries.get(key, {}).get(channel)
+            if record is not None and record.state == "sending":
+                record.alerted_at = _now()
 
     def suppress(self, channel: str, events: Sequence[str], *, snapshot_date: str, reason: str) -> str | None:
         """Record ``events`` as deliberately not sent on ``channel`` (a backfill); returns the record's key."""

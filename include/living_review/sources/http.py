@@ -14,15 +14,18 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import quote, quote_plus, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from include.living_review import settings
+from include.living_review.redact import scrub_secrets
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,13 +98,33 @@ def secret_values(*mappings: Mapping[str, Any] | None, names: Iterable[str] = SE
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """``text`` without query strings in urllib3-style messages and without any secret, raw or URL-encoded."""
-    text = _URL_IN_MESSAGE.sub(r"\1?***", text)
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) < 4:  # too short to replace safely; never a real key
-            continue
-        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
-            text = text.replace(form, "***")
-    return text
+    return scrub_secrets(_URL_IN_MESSAGE.sub(r"\1?***", text), secrets)
+
+
+def drop_secrets_on_redirect(session: requests.Session, from_url: str, hop: requests.PreparedRequest) -> bool:
+    """Remove secret headers, query params and form fields from ``hop`` if it leaves ``from_url``'s origin.
+
+    requests strips only ``Authorization`` on such a redirect; a custom header
+    (``x-api-key``) or a key in the query or a 307's re-posted form would go along.
+    "Leaves the origin" is requests' own test (``should_strip_auth``): another host
+    or port, or a scheme change other than http -> https on the standard ports.
+    Returns True when the hop is cross-origin.
+    """
+    if not session.should_strip_auth(from_url, hop.url or ""):
+        return False
+    for name in [h for h in hop.headers if h.lower() in SECRET_HEADERS]:
+        del hop.headers[name]
+    parts = urlsplit(hop.url or "")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k.lower() in SECRET_PARAMS for k, _ in query):
+        kept = [(k, v) for k, v in query if k.lower() not in SECRET_PARAMS]
+        hop.url = parts._replace(query=urlencode(kept)).geturl()
+    if hop.body and "form-urlencoded" in (hop.headers.get("Content-Type") or ""):
+        body = hop.body.decode() if isinstance(hop.body, bytes) else str(hop.body)
+        fields = parse_qsl(body, keep_blank_values=True)
+        if any(k.lower() in SECRET_PARAMS for k, _ in fields):
+            hop.prepare_body([(k, v) for k, v in fields if k.lower() not in SECRET_PARAMS], None)
+    return True
 
 
 class Throttle:
@@ -179,7 +202,9 @@ class HttpClient:
                  retry: RetryPolicy | None = None,
                  timeout: tuple[float, float] = settings.HTTP_TIMEOUT,
                  max_body_bytes: int = settings.HTTP_MAX_BODY_BYTES,
-                 sleep: Callable[[float], None] = time.sleep):
+                 deadline: float = settings.HTTP_REQUEST_DEADLINE,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
         self.source = source
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
@@ -187,7 +212,9 @@ class HttpClient:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
+        self.deadline = deadline
         self.sleep = sleep
+        self.clock = clock  # the deadline's clock; tests pass one that does not need waiting for
         # 5% under the limit: pacing exactly at it lets limit+1 requests land in one rolling second.
         self.throttle = Throttle(rate * settings.RATE_SAFETY, sleep=sleep)
         self.log = RequestLog()
@@ -243,13 +270,13 @@ class HttpClient:
               params: Mapping[str, Any] | None, data: Mapping[str, Any] | None,
               headers: Mapping[str, str] | None, ok_statuses: frozenset[int], secrets: set[str] = frozenset()) -> T:
         self.throttle.wait()
-        started = time.monotonic()
+        started = self.clock()
         status: int | None = None
         try:
-            with self.session.request(method, url, params=params, data=data, stream=True,
-                                      headers={**self.headers, **(headers or {})},
-                                      timeout=self.timeout) as response:
+            with self._send(method, url, shown, started, params=params, data=data,
+                            headers={**self.headers, **(headers or {})}) as response:
                 status = response.status_code
+                self._check_deadline(started, shown, "before the body")
                 if status in RETRYABLE_STATUSES:
                     raise RetryableError(self.source, shown, f"HTTP {status}", status=status,
                                          retry_after=parse_retry_after(response.headers.get("Retry-After")))
@@ -257,7 +284,7 @@ class HttpClient:
                     snippet = response.raw.read(300, decode_content=True).decode("utf-8", "replace").strip()
                     raise SourceError(self.source, shown, f"HTTP {status}: {scrub(snippet, secrets)[:200]!r}",
                                       status=status)
-                body = self._read_capped(response, shown)
+                body = self._read_capped(response, shown, started)
             return parse(response, body)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             # ``from None``: requests' own message (printed with a chained traceback)
@@ -265,25 +292,79 @@ class HttpClient:
             raise RetryableError(self.source, shown, f"network error: {type(exc).__name__}: "
                                  f"{_short(scrub(_network_reason(exc), secrets))}") from None
         finally:
-            self.log.records.append(RequestRecord(method, shown, status, time.monotonic() - started))
+            self.log.records.append(RequestRecord(method, shown, status, self.clock() - started))
 
-    def _read_capped(self, response: requests.Response, shown: str) -> bytes:
+    def _send(self, method: str, url: str, shown: str, started: float, **kwargs: Any) -> requests.Response:
+        """The final response after redirects, each hop stripped of secrets if it leaves the origin.
+
+        requests prepares each hop (``Response.next`` with ``allow_redirects=False``:
+        relative Locations, 303 -> GET, cookies, proxies); only the secret-stripping
+        step is added, then the hop is sent the way requests itself sends it.
+        """
+        response = self.session.request(method, url, stream=True, timeout=self.timeout, allow_redirects=False,
+                                        **kwargs)
+        for _ in range(self.session.max_redirects):
+            hop = response.next
+            if hop is None:
+                return response
+            response.close()
+            self._check_deadline(started, shown, "following redirects")
+            if drop_secrets_on_redirect(self.session, response.request.url or "", hop):
+                log.info("%s: redirected from %s to another origin (%s); its API key and contact "
+                         "parameters are not sent there", self.source, shown, urlsplit(hop.url or "").hostname)
+            environment = self.session.merge_environment_settings(hop.url, {}, True, None, None)
+            response = self.session.send(hop, timeout=self.timeout, allow_redirects=False, **environment)
+        response.close()
+        raise SourceError(self.source, shown, f"more than {self.session.max_redirects} redirects")
+
+    def _check_deadline(self, started: float, shown: str, progress: str) -> None:
+        elapsed = self.clock() - started
+        if elapsed > self.deadline:
+            raise RetryableError(self.source, shown, f"no complete answer within the {self.deadline:g}-second "
+                                 f"deadline ({progress} after {elapsed:.0f}s); the server is answering too "
+                                 "slowly (settings.HTTP_REQUEST_DEADLINE)")
+
+    def _read_capped(self, response: requests.Response, shown: str, started: float) -> bytes:
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise SourceError(self.source, shown, f"response of {int(declared):,} bytes exceeds the "
                               f"{self.max_body_bytes:,}-byte cap; lower the page size")
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(chunk_size=1 << 16):
+        for chunk in _arrived(response):
+            self._check_deadline(started, shown, f"{size:,} bytes of the body")
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise SourceError(self.source, shown, f"response exceeds the {self.max_body_bytes:,}-byte "
                                   "cap; lower the page size")
             chunks.append(chunk)
-        body = b"".join(chunks)
-        if declared and declared.isdigit() and len(body) < int(declared):
-            raise RetryableError(self.source, shown, f"truncated body: {len(body)} of {declared} bytes")
-        return body
+        # No length check here: Content-Length counts the bytes on the wire, compressed
+        # ones for a gzip body, while these chunks are decoded. urllib3 2 checks the wire
+        # bytes itself (``enforce_content_length``, on by default) and raises
+        # IncompleteRead for a short body, which arrives here as ChunkedEncodingError.
+        return b"".join(chunks)
+
+
+def _arrived(response: requests.Response) -> Iterator[bytes]:
+    """The decoded body as it arrives: ``iter_content`` with ``read1`` instead of ``read``.
+
+    Hand-written because ``iter_content(n)`` blocks until ``n`` bytes came (a drip of a
+    byte a second fills 64 KiB in 18 hours) and requests/urllib3 have no total
+    timeout. urllib3's ``read1`` returns what one network read brought, so the caller
+    checks its deadline between reads; decoding, the gzip-bomb limit and the
+    Content-Length check stay urllib3's. Errors are mapped as ``iter_content`` maps them.
+    """
+    try:
+        while chunk := response.raw.read1(1 << 16, decode_content=True):
+            yield chunk
+    except ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except ReadTimeoutError as exc:
+        raise requests.exceptions.ConnectionError(exc) from exc
+    except Urllib3SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
 
 
 def _network_reason(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ import datetime as dt
 import email.utils
 
 import pytest
+import requests
 
 from include.living_review.sources.http import (
     HttpClient,
@@ -163,3 +164,173 @@ def test_parse_json_names_what_it_got_instead(body, message):
     with pytest.raises(RetryableError) as err:
         parse_json("test")(_Body(), body)
     assert str(err.value) == message
+
+
+# -- gzip: Content-Length counts the compressed bytes (issue 14, item 4) ---------------
+@pytest.mark.parametrize("document", [[], {"results": [{"oci": "06101801781-06180334099"}], "next": None}])
+def test_a_small_gzip_body_is_read_whole_not_reported_truncated(echo, document):
+    """OpenCitations' ``[]`` gzipped is 22 bytes on the wire and 2 decoded: not a truncation."""
+    import gzip
+    import json
+
+    wire = gzip.compress(json.dumps(document).encode())
+    assert len(json.dumps(document)) != len(wire)  # the declared length is not the decoded one
+    echo.inject(Response(200, wire, headers={"Content-Encoding": "gzip"}))
+    http, sleeps = client(echo, retry=RetryPolicy(max_tries=1))
+    assert http.get("x", parse_json("test")) == document
+    assert sleeps == [] and len(echo.requests) == 1
+
+
+def test_a_truncated_gzip_body_is_still_retried(echo):
+    import gzip
+    import json
+
+    wire = gzip.compress(json.dumps({"results": list(range(5000))}).encode())
+    echo.inject(Response(200, wire, headers={"Content-Encoding": "gzip"}, truncate_to=len(wire) // 2))
+    http, _ = client(echo, retry=RetryPolicy(max_tries=1))
+    with pytest.raises(RetryableError, match="IncompleteRead"):
+        http.get("x", parse_json("test"))
+    echo.inject(Response(200, wire, headers={"Content-Encoding": "gzip"}, truncate_to=len(wire) // 2))
+    http, sleeps = client(echo)
+    assert http.get("x", parse_json("test"))["path"] == "/x"  # the retry got the whole page
+    assert len(sleeps) == 1 and len(echo.requests) == 3
+
+
+def test_a_gzip_bomb_is_stopped_at_the_cap_with_bounded_memory(echo):
+    """64 MiB of zeros is 64 KiB gzipped: the compressed size passes the declared-size check,
+    the decoded size is stopped at the cap, and memory stays near the cap, not the bomb."""
+    import gzip
+    import tracemalloc
+
+    wire = gzip.compress(b"0" * (64 << 20), compresslevel=9)
+    echo.inject(Response(200, wire, headers={"Content-Encoding": "gzip"}))
+    http, _ = client(echo, max_body_bytes=1 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SourceError, match="exceeds the 1,048,576-byte cap"):
+            http.get("x", parse_json("test"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    assert len(echo.requests) == 1  # the cap is not retried
+
+
+# -- a total deadline per request (issue 14, item 5) -----------------------------------
+class Ticks:
+    """A clock that moves ``step`` seconds each time it is read: the deadline without waiting for it."""
+
+    def __init__(self, step: float):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_a_slow_loris_is_cut_at_the_total_deadline_and_retried(echo):
+    """Headers at once, then a byte every few ms: the read timeout never fires, the deadline does."""
+    drip = Response(200, {"results": list(range(200))}, trickle=0.005)
+    echo.inject(drip, times=2)
+    http, sleeps = client(echo, timeout=(2, 0.5), deadline=10.0, clock=Ticks(1.0),
+                          retry=RetryPolicy(max_tries=2))
+    with pytest.raises(RetryableError) as err:
+        http.get("works", parse_json("test"), params={"api_key": "TOPSECRET", "q": "x"})
+    message = str(err.value)
+    assert message.startswith("test: no complete answer within the 10-second deadline")
+    assert "gave up after 2 tries" in message
+    assert f"{echo.url}/works?api_key=%2A%2A%2A&q=x" in message and "TOPSECRET" not in message
+    assert len(echo.requests) == 2 and len(sleeps) == 1  # retried like any network error
+
+
+def test_a_body_within_the_deadline_is_read(echo):
+    echo.inject(Response(200, {"results": list(range(20))}, trickle=0.001))
+    http, sleeps = client(echo, timeout=(2, 0.5), deadline=1000.0, clock=Ticks(1.0))
+    assert http.get("x", parse_json("test")) == {"results": list(range(20))}
+    assert sleeps == []
+
+
+def test_the_deadline_defaults_to_the_setting(echo):
+    from include.living_review import settings
+
+    assert client(echo)[0].deadline == settings.HTTP_REQUEST_DEADLINE > max(settings.HTTP_TIMEOUT)
+
+
+# -- redirects never carry a secret to another host (issue 14, item 9) ------------------
+class Redirecting(FakeApi):
+    """Answers ``/moved`` with ``status`` and ``Location: target``; anything else as Echo does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.target, self.status = "", 302
+
+    def handle(self, request: Request) -> Response:
+        if request.path == "/moved":
+            return Response(self.status, "", headers={"Location": self.target})
+        return Response(200, {"path": request.path, "n": len(self.requests)})
+
+
+@pytest.fixture
+def origin():
+    with Redirecting() as fake:
+        yield fake
+
+
+def _secret_headers(request: Request) -> dict[str, str]:
+    return {k.lower(): v for k, v in request.headers.items() if k.lower() in ("x-api-key", "authorization")}
+
+
+@pytest.mark.parametrize("elsewhere", ["another host", "another port"])
+def test_a_redirect_to_another_host_carries_no_secret_header_or_param(origin, echo, elsewhere):
+    """Semantic Scholar answers 302 to another host: neither x-api-key nor a secret param goes along."""
+    other = echo.url.replace("127.0.0.1", "localhost") if elsewhere == "another host" else echo.url
+    origin.target = f"{other}/landing?api_key=TOPSECRET&mailto=me%40x.org&q=x"
+    http = HttpClient("test", origin.url, rate=0, sleep=lambda s: None,
+                      headers={"x-api-key": "TOPSECRET", "Authorization": "Bearer TOPSECRET"})
+    assert http.get("moved", parse_json("test"), params={"api_key": "TOPSECRET"})["path"] == "/landing"
+    (asked,) = origin.requests
+    assert _secret_headers(asked) == {"x-api-key": "TOPSECRET", "authorization": "Bearer TOPSECRET"}
+    (landed,) = echo.requests
+    assert _secret_headers(landed) == {} and landed.params == {"q": "x"}
+    assert "TOPSECRET" not in repr(landed)
+
+
+def test_a_posted_form_keeps_its_fields_but_not_its_key_across_a_307_to_another_host(origin, echo):
+    """A 307 repeats the POST with its body (E-utilities posts api_key in the form): the key is dropped."""
+    origin.status, origin.target = 307, f"{echo.url}/landing"
+    http = HttpClient("test", origin.url, rate=0, sleep=lambda s: None)
+    http.post("moved", parse_json("test"), data={"api_key": "TOPSECRET", "id": "1,2", "db": "pubmed"})
+    (landed,) = echo.requests
+    assert landed.method == "POST" and landed.params == {"id": "1,2", "db": "pubmed"}
+    assert b"TOPSECRET" not in landed.body and int(landed.headers["Content-Length"]) == len(landed.body)
+
+
+def test_a_redirect_on_the_same_host_keeps_the_key(origin):
+    origin.target = f"{origin.url}/landing?q=x"
+    http = HttpClient("test", origin.url, rate=0, sleep=lambda s: None, headers={"x-api-key": "TOPSECRET"})
+    assert http.get("moved", parse_json("test"))["path"] == "/landing"
+    assert [_secret_headers(r) for r in origin.requests] == [{"x-api-key": "TOPSECRET"}] * 2
+
+
+@pytest.mark.parametrize(("before", "after", "dropped"), [
+    ("https://api.example.org/x", "http://api.example.org/x", True),      # a scheme downgrade
+    ("https://api.example.org/x", "https://cdn.example.net/x", True),     # another host
+    ("https://api.example.org/x", "https://api.example.org:8443/x", True),  # another port
+    ("http://api.example.org/x", "https://api.example.org/x", False),     # an upgrade on standard ports
+    ("https://api.example.org/x", "https://api.example.org/y", False),
+])
+def test_which_redirects_lose_the_secrets(before, after, dropped):
+    """The decision is requests' own (``should_strip_auth``, what it uses for Authorization)."""
+    from include.living_review.sources.http import drop_secrets_on_redirect
+
+    hop = requests.Request("GET", after + "?api_key=K&q=1", headers={"X-Api-Key": "K", "Accept": "json"}).prepare()
+    drop_secrets_on_redirect(requests.Session(), before, hop)
+    assert ("X-Api-Key" not in hop.headers) is dropped and ("api_key=K" not in hop.url) is dropped
+    assert hop.headers["Accept"] == "json" and "q=1" in hop.url
+
+
+def test_a_redirect_loop_fails_clearly(origin):
+    origin.target = f"{origin.url}/moved"
+    http = HttpClient("test", origin.url, rate=0, sleep=lambda s: None)
+    with pytest.raises(SourceError, match=r"more than 30 redirects"):
+        http.get("moved", parse_json("test"), params={"api_key": "TOPSECRET"})

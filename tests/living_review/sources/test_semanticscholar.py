@@ -219,3 +219,25 @@ def test_raw_contract_drift_names_the_field(papers, sleeps):
         with pytest.raises(RawContractError) as caught:
             client(fake, sleeps).fetch_citing(review(), KnownWorks())
     assert caught.value.field_path == "data[].citingPaper"
+
+
+class MovedSemanticScholar(FakeSemanticScholar):
+    """Answers every citations page with a 302 to the same page on ``mirror`` (another host)."""
+
+    mirror = ""
+
+    def handle(self, request):
+        from urllib.parse import urlencode
+
+        return Response(302, "", headers={"Location": f"{self.mirror}{request.path}?{urlencode(request.params)}"})
+
+
+def test_a_302_to_another_host_does_not_take_the_api_key_along(papers, sleeps):
+    """Issue 14, item 9: the pages are served from the other host, without the x-api-key header."""
+    with FakeSemanticScholar(papers) as mirror, MovedSemanticScholar(papers) as fake:
+        fake.mirror = mirror.url.replace("127.0.0.1", "localhost")
+        result = client(fake, sleeps, api_key="s2-SECRET-key", page_size=7).fetch_citing(review(), KnownWorks())
+    assert result.listed == 20 and len(mirror.requests) == 3  # every page followed the redirect
+    assert {r.headers.get("x-api-key") for r in fake.requests} == {"s2-SECRET-key"}
+    assert all("s2-SECRET-key" not in json.dumps(r.headers) for r in mirror.requests)
+    assert [r.param("offset") for r in mirror.requests] == ["0", "7", "14"]
