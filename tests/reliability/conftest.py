@@ -106,23 +106,25 @@ class LogTap:
 
 
 # -- one shared scenario per module ---------------------------------------------------
-def review_entry(sources: list[str], **digest: Any) -> dict[str, Any]:
+def review_entry(sources: list[str], review: dict[str, Any] | None = None, **digest: Any) -> dict[str, Any]:
     return {"id": REVIEW_ID, "title": REVIEW["title"], "doi": REVIEW["doi"], "pmid": REVIEW["pmid"],
             "pmcid": REVIEW["pmcid"], "sources": sources,
-            "digest": {"email": ["maintainer@example.org"], "slack": True, "backfill_grace_days": 60, **digest}}
+            "digest": {"email": ["maintainer@example.org"], "slack": True, "backfill_grace_days": 60, **digest},
+            **(review or {})}
 
 
 class Scenario:
     """A LocalStack, a config and a data dir, with the env applied through ``mp``."""
 
     def __init__(self, root: Path, mp: pytest.MonkeyPatch, papers: list[Paper], sources: list[str], *,
-                 stack_sources: tuple[str, ...] | None = None, digest: dict[str, Any] | None = None):
+                 stack_sources: tuple[str, ...] | None = None, digest: dict[str, Any] | None = None,
+                 review: dict[str, Any] | None = None):
         self.root = root
         self.mp = mp
         self.data_dir = root / "data"
         self.sources = sources
         self.stack = LocalStack(papers, sources=stack_sources or tuple(s for s in sources))
-        self.config = write_config(root / "reviews.yaml", [review_entry(sources, **(digest or {}))])
+        self.config = write_config(root / "reviews.yaml", [review_entry(sources, review, **(digest or {}))])
         self.runner = DagRunner(self.data_dir)
         self.runs: dict[str, Any] = {}
 
