@@ -8,9 +8,14 @@ week later with ``--new`` more papers. Each source's requests, as logged by its 
 server, are compared with the fewest requests that could have answered:
 
 - PubMed: 1 elink + ceil(new PMIDs / 200) efetch (PubMed lists papers with a PMID and a PMCID)
+  + ceil(known PMIDs / 200) esearch, the update probe (none on the first run)
 - Europe PMC: ceil(listed / 1000) pages; OpenAlex: 1 look-up (cached after the first run)
-  + ceil(listed / 100) pages; OpenCitations: 1 call; Semantic Scholar: ceil(listed / 1000) pages
-- Crossref: one request per *new* work with a DOI that no listing source gave metadata for
+  + ceil(listed / page size) pages; OpenCitations: 1 call; Semantic Scholar: ceil(listed / 1000) pages
+- Crossref: ceil(new DOIs / 100) batched ``filter=doi:`` list requests (every new work is asked
+  for its relations and notices, the full record where no listing source gave metadata)
+  + ceil(known DOIs / 100) ``from-update-date`` probe requests (none on the first run)
+
+The review's included studies are benchmarked by ``bench_probes.py``; here the watch is off.
 
 The minimum is computed from the corpus, independently of the pipeline's own counts.
 Airflow runs on a private copy of the metadata DB (see ``bench.common.private_airflow_home``).
@@ -93,27 +98,37 @@ def minimum(papers: list[Any], known: dict[str, set[str]], *, openalex_cached: b
     metadata = {"pubmed", "europepmc", "openalex", "semanticscholar"}
     lacking = [p for p in papers if p.doi and "crossref" in p.visible_in and lists("opencitations", p)
                and not any(lists(s, p) for s in metadata) and p.doi.lower() not in known["doi"]]
+    new_dois = {p.doi.lower() for p in papers if p.doi and any(lists(s, p) for s in LISTING)} - known["doi_any"]
+    crossref = {"list": math.ceil(len(new_dois) / settings.CROSSREF_BATCH_SIZE)}
+    if known["doi"]:
+        crossref["probe"] = math.ceil(len(known["doi"]) / settings.CROSSREF_BATCH_SIZE)
     return {
-        "pubmed": {"elink": 1, "efetch": math.ceil(len(new_pmids) / settings.EFETCH_BATCH_SIZE)},
+        "pubmed": {"elink": 1, "efetch": math.ceil(len(new_pmids) / settings.EFETCH_BATCH_SIZE),
+                   "esearch": math.ceil(len(known["pmid"]) / settings.PROBE_BATCH_SIZE)},
         "europepmc": {"search": max(1, math.ceil(len(listed["europepmc"]) / settings.EUROPEPMC_PAGE_SIZE))},
         "openalex": {"resolve": 0 if openalex_cached else 1,
                      "list": max(1, math.ceil(len(listed["openalex"]) / settings.OPENALEX_PER_PAGE))},
         "opencitations": {"citations": 1},
         "semanticscholar": {"citations": max(1, math.ceil(len(listed["semanticscholar"])
                                                         / settings.SEMANTIC_SCHOLAR_PAGE_SIZE))},
-        "crossref": {"works": len(lacking)},
+        "crossref": crossref,
         "_listed": {s: len(v) for s, v in listed.items()} | {"pubmed_new": len(new_pmids),
-                                                               "crossref_candidates": len(lacking)},
+                                                               "crossref_candidates": len(lacking),
+                                                               "crossref_new_dois": len(new_dois)},
     }
 
 
-def endpoint(source: str, path: str) -> str:
+def endpoint(source: str, request: Any) -> str:
+    path = request.path.rstrip("/")
     if source == "pubmed":
-        return "elink" if path.endswith("elink.fcgi") else "efetch"
+        return path.rsplit("/", 1)[-1].removesuffix(".fcgi")  # elink, esearch, efetch
     if source == "openalex":
-        return "list" if path.rstrip("/").endswith("/works") else "resolve"
-    return {"europepmc": "search", "opencitations": "citations", "semanticscholar": "citations",
-            "crossref": "works"}[source]
+        return "list" if path.endswith("/works") else "resolve"
+    if source == "crossref":
+        if not path.endswith("/works"):
+            return "single"
+        return "probe" if "from-update-date" in (request.param("filter") or "") else "list"
+    return {"europepmc": "search", "opencitations": "citations", "semanticscholar": "citations"}[source]
 
 
 def observed(stack: Any) -> dict[str, Any]:
@@ -123,7 +138,7 @@ def observed(stack: Any) -> dict[str, Any]:
         log = list(stack.fakes[source].requests)
         by: dict[str, int] = {}
         for request in log:
-            key = endpoint(source, request.path)
+            key = endpoint(source, request)
             by[key] = by.get(key, 0) + 1
         times = sorted(r.at for r in log)
         span = times[-1] - times[0] if len(times) > 1 else 0.0
@@ -141,10 +156,11 @@ def snapshot_ids(data_dir: Path, day: dt.date) -> dict[str, set[str]]:
     path = Layout.of(data_dir, REVIEW_ID, day).snapshot_file
     rows = pq.read_table(path, columns=["doi", "pmid", "title"]).to_pylist() if path.exists() else []
     return {"pmid": {r["pmid"] for r in rows if r["pmid"] and r["title"]},
-            "doi": {r["doi"].lower() for r in rows if r["doi"] and r["title"]}}
+            "doi": {r["doi"].lower() for r in rows if r["doi"] and r["title"]},
+            "doi_any": {r["doi"].lower() for r in rows if r["doi"]}}
 
 
-def run_dag(day: dt.date) -> dict[str, Any]:
+def run_dag(day: dt.date, dag_id: str = DAG_ID) -> dict[str, Any]:
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.session import create_session
 
@@ -152,7 +168,7 @@ def run_dag(day: dt.date) -> dict[str, Any]:
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     started = time.perf_counter()
-    dag_run = bag.dags[DAG_ID].test(logical_date=dt.datetime.combine(day, dt.time(), dt.timezone.utc))
+    dag_run = bag.dags[dag_id].test(logical_date=dt.datetime.combine(day, dt.time(), dt.timezone.utc))
     seconds = time.perf_counter() - started
     with create_session() as session:
         states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances(session=session)}
@@ -184,9 +200,12 @@ def run(n: int = 5000, new: int = 10) -> dict[str, Any]:
     config.write_text(yaml.safe_dump({"reviews": [{
         "id": REVIEW_ID, "title": REVIEW["title"], "doi": REVIEW["doi"], "pmid": REVIEW["pmid"],
         "pmcid": REVIEW["pmcid"], "sources": list(SOURCES),
-        "digest": {"email": [], "slack": False}}]}, sort_keys=False), encoding="utf-8")
+        "watch_included_studies": False, "digest": {"email": [], "slack": False}}]}, sort_keys=False),
+        encoding="utf-8")
     papers = build_corpus(n, new)
     week1 = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=7)
+    for paper in papers:  # records unchanged since long before the first run: the probes find nothing
+        paper.modified = week1 - dt.timedelta(days=120)
     week2 = week1 + dt.timedelta(days=7)
     result: dict[str, Any] = {"papers": n, "new_papers": new}
     try:
@@ -198,7 +217,7 @@ def run(n: int = 5000, new: int = 10) -> dict[str, Any]:
                                "LIVING_REVIEW_DATA_DIR": str(data_dir), "LIVING_REVIEW_TASK_RETRIES": "0"})
             for fake in stack.fakes.values():
                 fake.clear()
-            least = minimum(papers[:n], {"pmid": set(), "doi": set()}, openalex_cached=False)
+            least = minimum(papers[:n], {"pmid": set(), "doi": set(), "doi_any": set()}, openalex_cached=False)
             dag = run_dag(week1)
             result["full"] = {"dag": dag, "sources": compare(observed(stack), least), "listed": least["_listed"]}
 

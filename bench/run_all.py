@@ -31,7 +31,7 @@ from typing import Any
 from bench.common import ROOT, run_child, write_json
 
 RESULTS = ROOT / "bench" / "results.json"
-PARTS = ("requests", "rates", "processing", "parse", "commit")
+PARTS = ("requests", "rates", "processing", "parse", "commit", "probes")
 PROFILE_RECORDS = 30_000
 SOURCE_ORDER = ("pubmed", "europepmc", "openalex", "opencitations", "semanticscholar", "crossref")
 STEP_ORDER = ("normalize", "merge", "enrich", "validate", "publish")
@@ -67,6 +67,27 @@ def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else "MET" if ok else "NOT MET"
 
 
+def report_probes(result: dict[str, Any], targets: dict[str, Any]) -> list[str]:
+    """Section 7: the update probes' cost for K known works (bench/bench_probes.py)."""
+    from bench.bench_probes import report
+
+    at_min, within, over = True, True, []
+    for known, r in result["sizes"].items():
+        for source, s in r["quiet"]["sources"].items():
+            at_min &= s["at_minimum"]
+            if not s["within_target"]:
+                within = False
+                over.append(f"{source} K={int(known):,}: {s['requests']} ({s['listing_pages']} listing pages)")
+        found = r["changed"]["events"]
+        at_min &= found.get("retracted", 0) == r["changed"]["changed"] and found.get("reference_retracted") == 1
+    sizes = ", ".join(f"{int(k):,}" for k in result["sizes"])
+    targets["probes: nothing-new week at the minimum; every one-database change found"] = (
+        at_min, f"K = {sizes}")
+    targets["probes: nothing-new week <= 2 per source + ceil(K/200) PubMed + ceil(K/100) Crossref"] = (
+        within, "; ".join(over) or f"K = {sizes}")
+    return report(result)
+
+
 def report_commit(result: dict[str, Any]) -> list[str]:
     """Section 6: the run commit against the alternatives (bench/bench_commit.py)."""
     rows = [[name, fmt(r["wall_s"], ".3f"), fmt(r["cpu_s"], ".3f"), fmt(r["written_bytes"] / 1e6, ".1f"),
@@ -88,7 +109,7 @@ def report_requests(r: dict[str, Any], targets: dict[str, Any]) -> list[str]:
     totals = [0, 0, 0, 0]
     for source in SOURCE_ORDER:
         s, i = full["sources"][source], inc["sources"][source]
-        listed = full["listed"].get(source if source != "crossref" else "crossref_candidates")
+        listed = full["listed"].get(source if source != "crossref" else "crossref_new_dois")
         ends = ", ".join(f"{k} {v}" for k, v in sorted(s["by_endpoint"].items()))
         rows.append([source, fmt(listed), s["requests"], s["minimum"], fmt(s["ratio"], ".2f"),
                      i["requests"], i["minimum"], fmt(i["ratio"], ".2f"), ends])
@@ -98,14 +119,26 @@ def report_requests(r: dict[str, Any], targets: dict[str, Any]) -> list[str]:
                  totals[2], totals[3], fmt(totals[2] / max(totals[3], 1), ".2f"), ""])
     lines += table(["source", "listed", "full", "minimum", "ratio", "+new", "minimum", "ratio",
                     "full run by endpoint"], rows, "lrrrrrrrl")
-    meta_full = full["sources"]["pubmed"]["by_endpoint"].get("efetch", 0) + full["sources"]["crossref"]["requests"]
-    meta_inc = inc["sources"]["pubmed"]["by_endpoint"].get("efetch", 0) + inc["sources"]["crossref"]["requests"]
+    def metadata(run: dict[str, Any]) -> int:
+        crossref = run["sources"]["crossref"]["by_endpoint"]
+        return (run["sources"]["pubmed"]["by_endpoint"].get("efetch", 0) + crossref.get("list", 0)
+                + crossref.get("single", 0))
+
+    def probes(run: dict[str, Any]) -> int:
+        return (run["sources"]["pubmed"]["by_endpoint"].get("esearch", 0)
+                + run["sources"]["crossref"]["by_endpoint"].get("probe", 0))
+
+    meta_full, meta_inc = metadata(full), metadata(inc)
     new_works = inc["counts"]["new"]
     lines += ["",
-              f"   metadata requests (efetch + Crossref): full run {meta_full} for {full['counts']['new']:,} new works; "
-              f"incremental {meta_inc} for {new_works} new works",
-              f"   (efetch batches of 200: {inc['listed']['pubmed_new']} new PMIDs; Crossref: "
-              f"{inc['listed']['crossref_candidates']} new DOI(s) no listing source had metadata for).",
+              f"   metadata requests (efetch + Crossref doi: lists): full run {meta_full} for "
+              f"{full['counts']['new']:,} new works; incremental {meta_inc} for {new_works} new works",
+              f"   (efetch batches of 200: {inc['listed']['pubmed_new']} new PMIDs; Crossref batches of 100: "
+              f"{inc['listed']['crossref_new_dois']} new DOIs, {inc['listed']['crossref_candidates']} of them "
+              f"without metadata from a listing source).",
+              f"   update probes of the {full['counts']['published']:,} known works (PubMed esearch by mdat, "
+              f"Crossref from-update-date): {probes(inc)} requests; full re-fetch would be "
+              f"{math.ceil(full['counts']['published'] / 200) + math.ceil(full['counts']['published'] / 100)}.",
               "   Listing requests stay proportional to N: none of these APIs can list only citations added "
               "since a date.",
               f"   DAG wall time: full {full['dag']['seconds']:.1f} s, incremental {inc['dag']['seconds']:.1f} s; "
@@ -115,7 +148,8 @@ def report_requests(r: dict[str, Any], targets: dict[str, Any]) -> list[str]:
     inc_exact = all(s["requests"] == s["minimum"] for s in inc["sources"].values())
     targets["request ratio 1.0 on the full run"] = (exact, f"{totals[0]} requests, minimum {totals[1]}")
     targets["incremental: metadata requests only for new papers"] = (
-        inc_exact and meta_inc <= math.ceil(inc["listed"]["pubmed_new"] / 200) + inc["listed"]["crossref_candidates"],
+        inc_exact and meta_inc <= math.ceil(inc["listed"]["pubmed_new"] / 200)
+        + math.ceil(inc["listed"]["crossref_new_dois"] / 100),
         f"{meta_inc} metadata requests for {new_works} new works; every source at its minimum: {inc_exact}")
     return lines
 
@@ -327,6 +361,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000,100000", help="record counts for the processing bench")
     parser.add_argument("--profile-records", type=int, default=PROFILE_RECORDS)
     parser.add_argument("--papers", type=int, default=5000, help="citing papers for the request bench")
+    parser.add_argument("--probe-known", default="100,1000,10000", help="known works for the update-probe bench")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -366,6 +401,9 @@ def main() -> int:
         attempt("parse", results, errors, lambda: run_child("bench.bench_dag_parse", [], timeout=900))
     if "commit" in parts:
         attempt("commit", results, errors, lambda: run_child("bench.bench_commit", ["--s3"], timeout=900))
+    if "probes" in parts:
+        attempt("probes", results, errors,
+                lambda: run_child("bench.bench_probes", ["--known", args.probe_known], timeout=5400))
 
     # -- the report ----------------------------------------------------------------
     targets: dict[str, Any] = {}
@@ -393,6 +431,8 @@ def main() -> int:
         sections.append(("growth", lambda: report_growth(processing_results, targets)))
     if "commit" in results:
         sections.append(("commit", lambda: report_commit(results["commit"])))
+    if "probes" in results:
+        sections.append(("probes", lambda: report_probes(results["probes"], targets)))
     for name, build in sections:
         try:
             lines += build() + [""]
