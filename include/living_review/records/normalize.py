@@ -62,9 +62,13 @@ def clean_title(value: object) -> tuple[str | None, bool]:
         return None, False
     translated = False
     if cleaned.startswith("[") and (cleaned.endswith("].") or cleaned.endswith("]")):
+        inner = cleaned[1:].rstrip(".").rstrip("]")
+        if clean_text(inner) is None:
+            # "[]" or "[ ]." translates nothing: no title, so the record is quarantined
+            # instead of published with an empty (or blank) one.
+            return None, False
         translated = True
-        cleaned = cleaned[1:].rstrip(".").rstrip("]") + ("." if cleaned.endswith("].") else "")
-        cleaned = clean_text(cleaned) or cleaned
+        cleaned = clean_text(inner + ("." if cleaned.endswith("].") else "")) or cleaned
     return cleaned, translated
 
 
