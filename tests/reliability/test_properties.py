@@ -118,6 +118,10 @@ def test_cleaned_titles_have_no_control_characters_and_no_runs_of_whitespace(val
 @given(value=text_with_markup)
 @example(value="&lt;script&gt;alert(1)&lt;/script&gt; Title")
 @example(value="Title \ud83d")
+# A tag inside a tag: stripping the inner one must not leave the outer one behind.
+@example(value="<?<?>>")
+@example(value="<scr<i>ipt>alert(1)</scr</i>ipt> Title")
+@example(value="&lt;scr&lt;i&gt;ipt&gt;x")
 def test_cleaned_titles_have_no_markup_and_are_valid_utf8(value):
     title, _ = clean_title(value)
     if title is None:

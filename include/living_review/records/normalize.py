@@ -56,7 +56,10 @@ def clean_title(value: object) -> tuple[str | None, bool]:
     text = html.unescape(str(value))
     if "<" in text:  # both patterns start with '<'
         text = _MATHML.sub(lambda m: " " + _TAG.sub(" ", m.group(0)) + " ", text)
-        text = _TAG.sub("", text)
+        # Until nothing changes: removing "<i>" from "<scr<i>ipt>" leaves "<script>".
+        # Each pass shortens the text, so this ends.
+        while (stripped := _TAG.sub("", text)) != text:
+            text = stripped
     cleaned = clean_text(text)
     if cleaned is None:
         return None, False

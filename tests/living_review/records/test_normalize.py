@@ -117,6 +117,8 @@ def test_clean_abstract_drops_a_leading_abstract_label(value, expected):
     ("[ ]", (None, False)),
     ("[\u00a0].", (None, False)),
     ("[<i></i>]", (None, False)),
+    ("<scr<i>ipt>alert(1)</scr</i>ipt> Peer support", ("alert(1) Peer support", False)),  # a tag in a tag
+    ("Outcomes at age <65 years and >80 years", ("Outcomes at age <65 years and >80 years", False)),
     ("", (None, False)),
     (None, (None, False)),
 ])
