@@ -4,6 +4,7 @@
     python -m scripts.mutation ids changes      # some of them
     python -m scripts.mutation --list           # the targets and their test selections
     python -m scripts.mutation --jobs 1         # mutmut workers (default 2: the machine's cores)
+    python -m scripts.mutation --report-only    # the last run's report again (after editing the equivalents)
 
 Each target runs in its own mutmut workspace, ``.mutation/<target>/`` (rebuilt every
 time; ``mutants/`` there is mutmut's copy of ``include/`` with the mutants built in),
@@ -214,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-score", type=float, default=90.0)
     parser.add_argument("--list", action="store_true", help="print the targets and their tests, run nothing")
     parser.add_argument("--show-equivalent", action="store_true", help="also print each equivalent mutant's reason")
+    parser.add_argument("--report-only", action="store_true",
+                        help="print the last run's results again (after editing the equivalent list), run nothing")
     args = parser.parse_args(argv)
     names = args.targets or list(TARGETS)
     unknown = [name for name in names if name not in TARGETS]
@@ -235,9 +238,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {name}: no {', '.join(missing)}; running without", file=sys.stderr)
             target = Target(target.files, tuple(t for t in target.tests if t not in missing), target.functions)
         began = time.monotonic()
-        workspace = prepare(name, target)
-        code = run_mutmut(name, target, workspace, args.jobs)
-        log_text = (workspace / "mutmut.log").read_text(errors="replace")
+        workspace = WORK / name
+        if args.report_only:
+            if not (workspace / "mutants").is_dir():
+                print(f"== {name}: no earlier run in {workspace}", file=sys.stderr)
+                return 2
+            code, log_text = 0, ""
+        else:
+            workspace = prepare(name, target)
+            code = run_mutmut(name, target, workspace, args.jobs)
+            log_text = (workspace / "mutmut.log").read_text(errors="replace")
         if code != 0 and "could not find any test case for any mutant" in log_text:
             print(f"== {name}: no test of the selection calls any mutated function", file=sys.stderr)
         elif code != 0:
