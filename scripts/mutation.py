@@ -58,14 +58,20 @@ INC = "include/living_review"
 TESTS = "tests/living_review"
 TARGETS: dict[str, Target] = {
     "ids": Target(files=(f"{INC}/records/ids.py",), tests=(f"{TESTS}/records/",)),
-    "storage": Target(files=tuple(f"{INC}/storage/{name}.py" for name in ("commit", "committed", "atomic", "locks")),
-                      tests=(f"{TESTS}/storage/",)),
-    "delivery": Target(files=(f"{INC}/digest/delivery.py",), tests=(f"{TESTS}/digest/test_delivery.py",)),
-    "http-scrub": Target(files=(f"{INC}/sources/http.py",), tests=(f"{TESTS}/sources/test_http.py", f"{TESTS}/sources/test_http_secrets.py"),
-                         functions=("redact_url", "secret_values", "scrub", "_network_reason", "_short")),
-    "changes": Target(files=(f"{INC}/snapshot/changes.py", f"{INC}/snapshot/events.py"),
-                      tests=(f"{TESTS}/snapshot/test_changes.py", f"{TESTS}/snapshot/test_changes_between.py",
-                             f"{TESTS}/snapshot/test_events.py")),
+    "storage": Target(
+        files=tuple(f"{INC}/storage/{name}.py" for name in ("commit", "committed", "atomic", "locks")),
+        tests=(f"{TESTS}/storage/",)),
+    "delivery": Target(
+        files=(f"{INC}/digest/delivery.py",),
+        tests=(f"{TESTS}/digest/test_delivery.py", f"{TESTS}/digest/test_delivery_ledger.py")),
+    "http-scrub": Target(
+        files=(f"{INC}/sources/http.py",),
+        tests=(f"{TESTS}/sources/test_http.py", f"{TESTS}/sources/test_http_secrets.py"),
+        functions=("redact_url", "secret_values", "scrub", "_network_reason", "_short")),
+    "changes": Target(
+        files=(f"{INC}/snapshot/changes.py", f"{INC}/snapshot/events.py"),
+        tests=(f"{TESTS}/snapshot/test_changes.py", f"{TESTS}/snapshot/test_changes_between.py",
+               f"{TESTS}/snapshot/test_events.py")),
 }
 
 
