@@ -179,6 +179,7 @@ def collect(target: Target, workspace: Path, equivalents: list[dict[str, str]]) 
                     if entry["file"] == path and entry["function"] == function_of(mutant) \
                             and " ".join(entry["mutant"].split()) == " ".join(mutated.split()):
                         file_score.equivalent[mutant] = entry["why"]
+                        entry["used"] = "yes"
                         break
             scores.append(file_score)
     finally:
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             code, log_text = 0, ""
         else:
             workspace = prepare(name, target)
+            print(f"-- {name}: mutmut running ({workspace / 'mutmut.log'})", flush=True)
             code = run_mutmut(name, target, workspace, args.jobs)
             log_text = (workspace / "mutmut.log").read_text(errors="replace")
         if code != 0 and "could not find any test case for any mutant" in log_text:
@@ -263,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
             return code
         scores = collect(target, workspace, equivalents)
         report(name, scores, time.monotonic() - began, verbose=args.show_equivalent)
+        stale = [e for e in equivalents if e["file"] in target.files and "used" not in e
+                 and (not target.functions or e["function"] in target.functions)]
+        for entry in stale:  # the code changed under it: the mutant is gone or reported again
+            print(f"   unused equivalent entry: {entry['function']}: {entry['mutant']}")
         low += [s.path for s in scores if s.score < args.min_score]
     print(f"\nmutation: {len(names)} target(s) in {time.monotonic() - started:.0f} s", end="")
     print(f"; under {args.min_score:.0f}%: {', '.join(low)}" if low else f"; every file at {args.min_score:.0f}% or more")
