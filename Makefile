@@ -11,12 +11,13 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: run demo test bench audit quarantine report check-config airflow-db clean help
+.PHONY: run demo test mutation bench audit quarantine report check-config airflow-db clean help
 
 help:
 	@echo "make run          run every configured review once for today (live APIs)"
 	@echo "make test         the whole test suite (offline)"
 	@echo "make demo         the same DAGs offline against bundled local stand-ins"
+	@echo "make mutation     mutation testing of the critical modules (mutmut; not part of make test)"
 	@echo "make bench        performance benchmarks (prints a table, writes bench/results.json)"
 	@echo "make quarantine   list what is in quarantine and why"
 	@echo "make report       write the living-review page as static HTML (<data_dir>/report/)"
@@ -52,6 +53,15 @@ demo: airflow-db
 test: $(VENV)/.installed
 	@$(PY) -m pytest
 
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
+	@touch $@
+
+# Mutation testing, one target at a time (MUTATION="ids storage" for some; MUTATION_JOBS=1
+# for one worker). Prints each file's score and the surviving mutants; see docs/DEVELOPING.md.
+mutation: $(VENV)/.installed-dev
+	@$(PY) -m scripts.mutation $(MUTATION)
+
 bench: airflow-db
 	@$(PY) -m bench.run_all
 
@@ -68,4 +78,4 @@ audit: $(VENV)/.installed
 	@$(PY) -m pip install --quiet pip-audit && $(VENV)/bin/pip-audit -r requirements.txt
 
 clean:
-	rm -rf .airflow demo-output
+	rm -rf .airflow demo-output .mutation

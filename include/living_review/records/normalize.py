@@ -56,15 +56,22 @@ def clean_title(value: object) -> tuple[str | None, bool]:
     text = html.unescape(str(value))
     if "<" in text:  # both patterns start with '<'
         text = _MATHML.sub(lambda m: " " + _TAG.sub(" ", m.group(0)) + " ", text)
-        text = _TAG.sub("", text)
+        # Until nothing changes: removing "<i>" from "<scr<i>ipt>" leaves "<script>".
+        # Each pass shortens the text, so this ends.
+        while (stripped := _TAG.sub("", text)) != text:
+            text = stripped
     cleaned = clean_text(text)
     if cleaned is None:
         return None, False
     translated = False
     if cleaned.startswith("[") and (cleaned.endswith("].") or cleaned.endswith("]")):
+        inner = cleaned[1:].rstrip(".").rstrip("]")
+        if clean_text(inner) is None:
+            # "[]" or "[ ]." translates nothing: no title, so the record is quarantined
+            # instead of published with an empty (or blank) one.
+            return None, False
         translated = True
-        cleaned = cleaned[1:].rstrip(".").rstrip("]") + ("." if cleaned.endswith("].") else "")
-        cleaned = clean_text(cleaned) or cleaned
+        cleaned = clean_text(inner + ("." if cleaned.endswith("].") else "")) or cleaned
     return cleaned, translated
 
 

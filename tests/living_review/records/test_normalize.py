@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from include.living_review.records.normalize import (author_from_display, author_name, clean_abstract, clean_text,
-                                             make_date, parse_iso_date)
+                                                     clean_title, make_date, parse_iso_date)
 
 PROPS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
@@ -102,3 +102,25 @@ def test_author_names_do_not_share_a_cache_entry_across_types():
 ])
 def test_clean_abstract_drops_a_leading_abstract_label(value, expected):
     assert clean_abstract(value) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("[Peer support in psychiatry].", ("Peer support in psychiatry.", True)),  # PubMed's translated title
+    ("[Peer support in psychiatry]", ("Peer support in psychiatry", True)),
+    ("[<i>Peer</i> support].", ("Peer support.", True)),
+    ("Peer support [a review].", ("Peer support [a review].", False)),
+    ("Peer support.", ("Peer support.", False)),
+    # Brackets around nothing are no title at all, so the record goes to quarantine
+    # (title_not_null) instead of being published with an empty or blank title.
+    ("[]", (None, False)),
+    ("[].", (None, False)),
+    ("[ ]", (None, False)),
+    ("[\u00a0].", (None, False)),
+    ("[<i></i>]", (None, False)),
+    ("<scr<i>ipt>alert(1)</scr</i>ipt> Peer support", ("alert(1) Peer support", False)),  # a tag in a tag
+    ("Outcomes at age <65 years and >80 years", ("Outcomes at age <65 years and >80 years", False)),
+    ("", (None, False)),
+    (None, (None, False)),
+])
+def test_clean_title_marks_translations_and_never_returns_an_empty_title(value, expected):
+    assert clean_title(value) == expected
