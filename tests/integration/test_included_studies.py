@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 PIPELINE = "living_review__peer_support_mental_health"
 DIGEST = "living_review_digest__peer_support_mental_health"
 TODAY = dt.datetime.now(dt.timezone.utc).date()
-WEEK1, WEEK2 = TODAY - dt.timedelta(days=7), TODAY
+WEEK0, WEEK1, WEEK2 = TODAY - dt.timedelta(days=14), TODAY - dt.timedelta(days=7), TODAY
 EXTRA_DOI = "10.1001/jama.2015.0001"  # an included study whose reference is not deposited anywhere
 
 
@@ -43,7 +43,7 @@ def stack(tmp_path, monkeypatch):
     papers = seed_corpus()[:5]
     studies = included_studies(6)
     for paper in [*papers, *studies]:
-        paper.modified = WEEK1 - dt.timedelta(days=60)
+        paper.modified = WEEK0 - dt.timedelta(days=60)
     with LocalStack(papers, sources=("pubmed", "europepmc", "openalex", "crossref")) as local:
         local.set_included(studies)
         apply_env(monkeypatch, local.env())
@@ -120,3 +120,30 @@ def test_only_the_configured_studies_when_asked(stack, runner, tmp_path, monkeyp
     rows = pq.read_table(Layout.of(runner.data_dir, REVIEW["id"], WEEK1).references_file).to_pylist()
     assert [r["doi"] for r in rows] == [stack.included[0].doi] and rows[0]["title"]  # its metadata was fetched
     assert manifest["references"]["lists"] == {}  # no reference list was asked for
+
+
+def test_a_change_made_while_the_watch_was_down_is_found_when_it_is_back(stack, runner):
+    """A failed fetch_references keeps the probe window open from its last good run."""
+    from tests.fakes.server import Response
+
+    run_week(stack, runner, WEEK0)
+    # week 1: Crossref answers 500 to everything, so the studies' probe fails (enrich, best
+    # effort, publishes without it); meanwhile one study is retracted in PubMed only
+    retracted = stack.included[4]
+    retracted.retracted, retracted.notices_in = True, {"pubmed"}
+    retracted.modified = WEEK1 - dt.timedelta(days=3)
+    stack.fakes["crossref"].inject(Response(500, {"status": "error"}), path_contains="/works", times=10_000)
+    states = runner.task_states(runner.run(PIPELINE, WEEK1))
+    assert states["fetch_references"] == "failed" and states["publish_snapshot"] == "success", states
+    manifest1 = json.loads(Layout.of(runner.data_dir, REVIEW["id"], WEEK1).manifest_file.read_text())
+    assert manifest1["references"]["status"] == "failed"
+    assert not manifest1["events"].get("reference_retracted")
+
+    # week 2: Crossref is back; the retraction (dated before week 1's run) is still found
+    stack.fakes["crossref"].clear()
+    manifest2 = run_week(stack, runner, WEEK2)
+    assert manifest2["events"].get("reference_retracted") == 1, manifest2["references"]
+    assert manifest2["references"]["window"] == {"since": WEEK0.isoformat(), "until": WEEK2.isoformat()}
+    # the lists week 0 read are not read again because week 1 failed
+    assert not stack.fakes["europepmc"].requests_to("/references")
+    assert set(manifest2["references"]["lists"]) == {"pubmed", "crossref", "openalex", "europepmc"}

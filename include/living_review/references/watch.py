@@ -13,6 +13,7 @@ citing works), and only the changed or new ones are fetched.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
@@ -28,6 +29,7 @@ from include.living_review.sources.base import SourceSkipped, collector_paused
 from include.living_review.storage import (
     Layout,
     base_commit,
+    committed_dates,
     committed_manifest,
     read_parquet,
     write_json_atomic,
@@ -46,6 +48,21 @@ def committed_included(layout: Layout | None) -> list[dict[str, Any]]:
     if layout is None or not layout.references_file.exists():
         return []
     return read_parquet(layout.references_file).to_pylist()
+
+
+def last_ok_references(layout: Layout) -> tuple[dict[str, Any], dt.date | None]:
+    """The references stats of the latest earlier commit where the watch succeeded, and where its probe ended.
+
+    A run whose ``fetch_references`` failed keeps the previous list but probed nothing, so
+    the next probe starts where the last good one ended (a change made while the watch was
+    down is still found) and the lists that run had read are not read again.
+    """
+    for day in reversed([d for d in committed_dates(layout.data_dir, layout.review_id) if d < layout.snapshot_date]):
+        stats = (committed_manifest(layout.on(day)) or {}).get("references") or {}
+        if stats.get("status") == "ok":
+            until = (stats.get("window") or {}).get("until")
+            return stats, dt.date.fromisoformat(until) if until else day
+    return {}, None
 
 
 def _config_records(review_ids: list[str]) -> list[Work]:
@@ -94,7 +111,7 @@ def fetch_references(ctx: RunContext, clients: Mapping[str, Any]) -> dict[str, A
     started = time.monotonic()
     base = base_commit(ctx.layout)
     previous = committed_included(base)
-    base_stats = ((committed_manifest(base) or {}).get("references") or {}) if base else {}
+    base_stats, since = last_ok_references(ctx.layout) if base else ({}, None)
     had = {s for s, st in (base_stats.get("lists") or {}).items() if st.get("status") == "ok"}
     stats: dict[str, Any] = {"status": "ok", "lists": {s: st for s, st in (base_stats.get("lists") or {}).items()
                                                        if s in had}, "probe": {}}
@@ -110,7 +127,8 @@ def fetch_references(ctx: RunContext, clients: Mapping[str, Any]) -> dict[str, A
     new_pmids = sorted({w.pmid for w in records if w.pmid} - known_pmids)
     new_dois = sorted({w.doi for w in records if w.doi} - known_dois)
     until = ctx.run_ts.date()
-    since = base.snapshot_date if base else None
+    if base is not None and since is None:  # no good watch yet (e.g. turned on later): from the last commit
+        since = base.snapshot_date
     metadata: list[Work] = []
     pubmed, crossref = clients.get("pubmed"), clients.get("crossref")
     with collector_paused():
@@ -150,6 +168,8 @@ def fetch_references(ctx: RunContext, clients: Mapping[str, Any]) -> dict[str, A
     write_parquet_atomic(pa.Table.from_pylist(rows, schema=INCLUDED_STUDIES_SCHEMA), ctx.staging.references)
     requests = sum(getattr(getattr(c, "http", None), "log", None).count for c in clients.values()
                    if getattr(getattr(c, "http", None), "log", None) is not None)
+    if since is not None:
+        stats["window"] = {"since": since.isoformat(), "until": until.isoformat()}
     stats.update(studies=len(rows), retracted=sum(1 for r in rows if r["is_retracted"]), requests=requests,
                  fetched=len(metadata), seconds=round(time.monotonic() - started, 3))
     write_json_atomic(stats, ctx.staging.references_stats)
